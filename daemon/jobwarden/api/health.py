@@ -1,0 +1,119 @@
+"""Health endpoints.
+
+`GET /api/health?quick=true`  liveness: the process answers; no database call.
+`GET /api/health`             readiness: database reachable, migrations current,
+                              scheduler alive. 200 when all are ok, else 503.
+`GET /api/health/database`    latency, pool size/free, applied schema version.
+
+Every body has `status` ("ok" or "error") and, for the full check, one object per
+check under `checks`, each with its own `status` and, when failing, `error`.
+"""
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from jobwarden import __version__
+from jobwarden.api.errors import BadRequest
+from jobwarden.api.state import API_STATE, ApiState
+from jobwarden.migrations import read_status
+from jobwarden.pg import DATABASE_ERRORS
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return False
+    value = _BOOLEANS.get(raw.strip().lower())
+    if value is None:
+        raise BadRequest(name, f"{name} must be true or false")
+    return value
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return {"status": "error", "error": detail}
+
+
+async def _database_check(state: ApiState) -> dict[str, Any]:
+    try:
+        latency = await state.ctx.db.ping()
+    except DATABASE_ERRORS as exc:
+        return _failure(exc)
+    return {"status": "ok", "latencyMs": round(latency, 2)}
+
+
+async def _migrations_check(state: ApiState) -> dict[str, Any]:
+    try:
+        async with state.ctx.db.connection() as conn:
+            status = await read_status(conn, state.ctx.migrations)
+    except DATABASE_ERRORS as exc:
+        return _failure(exc)
+    body: dict[str, Any] = {
+        "status": "ok" if status.current else "error",
+        "schemaVersion": status.schema_version,
+        "pending": [m.filename for m in status.pending],
+    }
+    if not status.current:
+        body["error"] = "; ".join(status.problems()) or "migrations pending"
+    return body
+
+
+def _scheduler_check(state: ApiState) -> dict[str, Any]:
+    age = state.ctx.liveness.age()
+    healthy = state.scheduler.running and state.ctx.liveness.fresh()
+    body: dict[str, Any] = {
+        "status": "ok" if healthy else "error",
+        "running": state.scheduler.running,
+        "lastHeartbeatSecondsAgo": None if age is None else round(age, 3),
+        "jobs": state.scheduler.job_names,
+    }
+    if not healthy:
+        body["error"] = "scheduler stopped" if not state.scheduler.running else "heartbeat stale"
+    return body
+
+
+async def health(request: web.Request) -> web.Response:
+    state: ApiState = request.app[API_STATE]
+    base = {
+        "version": __version__,
+        "uptimeSeconds": round(time.monotonic() - state.ctx.started_at, 3),
+    }
+    if _flag(request, "quick"):
+        return web.json_response({"status": "ok", **base})
+    checks = {
+        "database": await _database_check(state),
+        "migrations": await _migrations_check(state),
+        "scheduler": _scheduler_check(state),
+    }
+    healthy = all(c["status"] == "ok" for c in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "error", **base, "checks": checks},
+        status=200 if healthy else 503,
+    )
+
+
+async def database(request: web.Request) -> web.Response:
+    state: ApiState = request.app[API_STATE]
+    db = state.ctx.db
+    stats = db.stats()
+    body: dict[str, Any] = {
+        "pool": {"size": stats.size, "free": stats.free, "min": stats.min, "max": stats.max},
+        "sharedSchema": db.shared_schema,
+    }
+    try:
+        body["latencyMs"] = round(await db.ping(), 2)
+        async with db.connection() as conn:
+            body["schemaVersion"] = (await read_status(conn, state.ctx.migrations)).schema_version
+            body["serverVersion"] = await conn.fetchval("SHOW server_version")
+    except DATABASE_ERRORS as exc:
+        return web.json_response({**_failure(exc), **body}, status=503)
+    return web.json_response({"status": "ok", **body})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/health/database", database)

@@ -1,0 +1,26 @@
+"""Builds the aiohttp application and serves it on JOBWARDEN_HTTP_HOST:PORT."""
+
+from aiohttp import web
+
+from jobwarden.api import health
+from jobwarden.api.errors import json_errors
+from jobwarden.api.state import API_STATE, ApiState
+from jobwarden.context import AppContext
+from jobwarden.scheduler import JobScheduler
+
+
+def make_app(ctx: AppContext, scheduler: JobScheduler) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=1024**2)
+    app[API_STATE] = ApiState(ctx, scheduler)
+    health.add_routes(app)
+    return app
+
+
+async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start listening; return the runner (for cleanup) and the bound port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)

@@ -1,0 +1,23 @@
+"""What every periodic job and HTTP handler is handed: built once in `daemon.py`."""
+
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from jobwarden.config import Settings
+from jobwarden.database import Database
+from jobwarden.liveness import Liveness
+from jobwarden.migrations import Migration
+from jobwarden.sdnotify import Notifier
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    db: Database
+    http: aiohttp.ClientSession  # the one outgoing HTTP session, explicit timeouts
+    notifier: Notifier
+    liveness: Liveness
+    migrations: tuple[Migration, ...]
+    started_at: float = field(default_factory=time.monotonic)

@@ -1,0 +1,153 @@
+"""`jobwarden run`: the daemon's life from configuration to exit.
+
+connect (waiting while the database is unreachable) → migrate → verify the shared
+tables → HTTP server and scheduler → READY=1 → run until SIGTERM/SIGINT →
+STOPPING=1 → stop the scheduler (in-flight passes get the grace period) and the
+server → close the pool → exit 0.
+"""
+
+import asyncio
+import contextlib
+import signal
+from enum import Enum
+
+import aiohttp
+
+from jobwarden import exitcodes
+from jobwarden.api.server import make_app, start_server
+from jobwarden.config import Settings
+from jobwarden.context import AppContext
+from jobwarden.database import Database, connect_with_retry
+from jobwarden.dsn import DatabaseUrl, parse_database_url
+from jobwarden.embedded import start_embedded
+from jobwarden.liveness import Liveness
+from jobwarden.logsetup import get_logger
+from jobwarden.migrations import apply_migrations, load_migrations
+from jobwarden.scheduler import HEARTBEAT_SECONDS, JobScheduler
+from jobwarden.schema_check import verify_shared_tables
+from jobwarden.sdnotify import Notifier
+from jobwarden.watchdog import run_watchdog
+
+log = get_logger(__name__)
+
+
+class Phase(Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+async def resolve_database_url(settings: Settings) -> DatabaseUrl:
+    """DATABASE_URL, or the embedded PostgreSQL when it is unset."""
+    if settings.database is not None:
+        for name in settings.database.ignored:
+            log.debug("ignoring a DATABASE_URL parameter jobwarden does not use", parameter=name)
+        return settings.database
+    return parse_database_url(await start_embedded(settings.state_dir))
+
+
+async def migrate_and_verify(db: Database, settings: Settings) -> None:
+    async with db.connection() as conn:
+        applied = await apply_migrations(
+            conn,
+            load_migrations(),
+            lock_timeout=settings.migration_lock_timeout,
+            shared_schema=db.url.schema,
+        )
+        await verify_shared_tables(conn)
+    log.info("database schema is current", applied_now=[m.filename for m in applied])
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.notifier = Notifier(settings.systemd.notify_socket)
+        self.stop = asyncio.Event()
+        self.phase = Phase.STARTING
+        self.liveness = Liveness(stale_after=3 * HEARTBEAT_SECONDS)
+        self.scheduler: JobScheduler | None = None
+
+    def problem(self) -> str | None:
+        """Why the watchdog must not be pinged now, or None."""
+        if self.phase is not Phase.RUNNING or self.scheduler is None:
+            return None  # start-up and shutdown have their own systemd timeouts
+        if not self.scheduler.running:
+            return "scheduler stopped"
+        if not self.liveness.fresh():
+            return "scheduler heartbeat stale"
+        return None
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("received signal; shutting down", signal=signal.Signals(signum).name)
+        self.stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        watchdog = None
+        if self.settings.systemd.watchdog_usec:
+            watchdog = asyncio.create_task(
+                run_watchdog(self.notifier, self.settings.systemd.watchdog_usec, self.problem)
+            )
+        try:
+            return await self._run()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+
+    async def _run(self) -> int:
+        self.notifier.status("Connecting to the database")
+        url = await resolve_database_url(self.settings)
+        db = await connect_with_retry(url, self.settings, self.notifier, self.stop)
+        if db is None:
+            self.notifier.stopping()
+            log.info("stopped before the database was reachable")
+            return exitcodes.OK
+        try:
+            self.notifier.status("Applying migrations")
+            await migrate_and_verify(db, self.settings)
+            if self.stop.is_set():
+                self.notifier.stopping()
+                return exitcodes.OK
+            return await self._serve(db)
+        finally:
+            await db.close()
+            log.info("database pool closed")
+
+    async def _serve(self, db: Database) -> int:
+        settings = self.settings
+        timeout = aiohttp.ClientTimeout(total=settings.http_client_timeout, connect=10)
+        async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as http:
+            ctx = AppContext(
+                settings=settings,
+                db=db,
+                http=http,
+                notifier=self.notifier,
+                liveness=self.liveness,
+                migrations=load_migrations(),
+            )
+            self.scheduler = JobScheduler(ctx)
+            runner, port = await start_server(
+                make_app(ctx, self.scheduler), settings.http_host, settings.http_port
+            )
+            try:
+                self.scheduler.start()
+                self.phase = Phase.RUNNING
+                self.notifier.ready(f"Watching jobs; HTTP on {settings.http_host}:{port}")
+                log.info(
+                    "jobwarden ready",
+                    http=f"{settings.http_host}:{port}",
+                    jobs=self.scheduler.job_names,
+                    watchdog=bool(settings.systemd.watchdog_usec),
+                )
+                await self.stop.wait()
+                self.phase = Phase.STOPPING
+                self.notifier.stopping("Stopping: finishing passes in flight")
+            finally:
+                await self.scheduler.shutdown(grace=settings.shutdown_grace)
+                await runner.cleanup()
+        log.info("jobwarden stopped")
+        return exitcodes.OK

@@ -1,0 +1,26 @@
+"""Small PostgreSQL helpers shared by the modules that talk to the database."""
+
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection straight from asyncpg.connect() or one lent by the pool. The stubs
+# make both generic over the record type; the runtime classes are not subscriptable.
+if TYPE_CHECKING:
+    Conn: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+else:
+    Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# What a failed query or connection raises; health checks report these as "error".
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (schema or database name) for interpolation into DDL."""
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,111 @@
+"""Periodic jobs: the one place they are registered, and the APScheduler that runs them.
+
+Each job is a plain `async def run_once(ctx)` doing one pass; tests call it
+directly and APScheduler only decides when. A pass that raises is logged with
+its job name and duration; the next tick runs as usual. Passes in flight are
+tracked so shutdown can let them finish within the grace period.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from jobwarden.context import AppContext
+from jobwarden.logsetup import get_logger
+
+log = get_logger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    interval_seconds: float
+    run_once: Callable[[AppContext], Awaitable[object]]
+    quiet: bool = False  # log successful passes at debug only
+
+
+async def heartbeat(ctx: AppContext) -> None:
+    """Proves the scheduler is alive: health and the systemd watchdog read it."""
+    ctx.liveness.beat()
+
+
+def periodic_jobs() -> list[PeriodicJob]:
+    """Every periodic job of the daemon. Later features add theirs here."""
+    return [PeriodicJob("heartbeat", HEARTBEAT_SECONDS, heartbeat, quiet=True)]
+
+
+class JobScheduler:
+    def __init__(self, ctx: AppContext, jobs: list[PeriodicJob] | None = None) -> None:
+        self._ctx = ctx
+        self._jobs = jobs if jobs is not None else periodic_jobs()
+        self._in_flight: set[asyncio.Task[object]] = set()
+        self._scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        for job in self._jobs:
+            self._scheduler.add_job(
+                self._run,
+                IntervalTrigger(seconds=job.interval_seconds, timezone=UTC),
+                args=[job],
+                id=job.name,
+                name=job.name,
+                next_run_time=datetime.now(UTC),
+            )
+
+    @property
+    def job_names(self) -> list[str]:
+        return [job.name for job in self._jobs]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop starting passes, then wait up to `grace` seconds for those running."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if not self._in_flight:
+            return
+        log.info("waiting for passes in flight", count=len(self._in_flight), grace_s=grace)
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+        for task in pending:
+            log.warning("pass did not finish within the grace period; cancelling")
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    async def _run(self, job: PeriodicJob) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        started = time.monotonic()
+        try:
+            await job.run_once(self._ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "periodic job failed",
+                job=job.name,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        else:
+            (log.debug if job.quiet else log.info)(
+                "periodic job finished",
+                job=job.name,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)

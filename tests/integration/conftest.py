@@ -1,0 +1,45 @@
+"""Fixtures for tests against a real PostgreSQL (never a mock)."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.pgcluster import Cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """TEST_DATABASE_URL (a role allowed to CREATE DATABASE) or an embedded server."""
+    admin_dsn = os.environ.get("TEST_DATABASE_URL")
+    if not admin_dsn:
+        import pgserver  # the `embedded` extra, installed by `make test`
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+        admin_dsn = str(server.get_uri("postgres"))
+    cluster = Cluster(admin_dsn)
+    cluster.build_template()
+    yield cluster
+    cluster.drop_template()
+
+
+@pytest.fixture
+def migrated_dsn(cluster: Cluster) -> Iterator[str]:
+    """A database of its own, already migrated (cloned from the template)."""
+    with cluster.database(migrated=True) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def empty_dsn(cluster: Cluster) -> Iterator[str]:
+    """A database of its own with nothing in it."""
+    with cluster.database(migrated=False) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
