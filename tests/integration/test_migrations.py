@@ -113,7 +113,9 @@ def test_three_migrate_commands_started_together_all_succeed_and_apply_once(
 ) -> None:
     env = clean_env({"DATABASE_URL": empty_dsn, "JOBWARDEN_STATE_DIR": str(state_dir)})
     procs = [
-        subprocess.Popen(command("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            command("migrate"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         for _ in range(3)
     ]
     outcomes = [p.communicate(timeout=60) for p in procs]
@@ -162,7 +164,8 @@ def test_a_database_migrated_by_a_newer_jobwarden_is_refused(
         "INSERT INTO jobwarden.schema_migrations (version, name, checksum, execution_ms, "
         "applied_by) VALUES ('9999', 'from_the_future', 'x', 1, 'jobwarden 9.9')",
     )
-    result = run_cli("migrate", env={"DATABASE_URL": migrated_dsn, "JOBWARDEN_STATE_DIR": str(state_dir)})
+    env = {"DATABASE_URL": migrated_dsn, "JOBWARDEN_STATE_DIR": str(state_dir)}
+    result = run_cli("migrate", env=env)
     assert result.returncode == 65
     assert "9999_from_the_future" in result.output
     assert "newer jobwarden" in result.output
@@ -177,7 +180,9 @@ def test_status_and_dry_run_show_pending_files_and_change_nothing(
     assert status.returncode == 0, status.output
     assert dry_run.returncode == 0, dry_run.output
     checksum = load_migrations()[0].checksum[:12]
-    assert "0001" in status.stdout and "pending" in status.stdout and checksum in status.stdout
+    assert "0001" in status.stdout
+    assert "pending" in status.stdout
+    assert checksum in status.stdout
     assert "would apply: 0001_shared_tables.sql" in dry_run.stdout
 
     async def untouched() -> bool:
@@ -195,7 +200,8 @@ def test_status_and_dry_run_show_pending_files_and_change_nothing(
 
     assert run_cli("migrate", env=env).returncode == 0
     after = run_cli("migrate", "status", env=env)
-    assert "applied" in after.stdout and "0 pending" in after.stdout
+    assert "applied" in after.stdout
+    assert "0 pending" in after.stdout
 
 
 async def test_a_no_transaction_migration_can_create_an_index_concurrently(
@@ -231,7 +237,7 @@ async def test_a_failing_migration_leaves_no_trace_and_names_the_file(
     )
     conn = await connect(migrated_dsn)
     try:
-        with pytest.raises(MigrationError, match="0002_broken.sql failed"):
+        with pytest.raises(MigrationError, match=r"0002_broken\.sql failed"):
             await apply_migrations(conn, load_migrations(migrations_dir), lock_timeout=30)
         assert await conn.fetchval("SELECT to_regclass('jobwarden.half') IS NULL")
         assert await conn.fetchval("SELECT max(version) FROM jobwarden.schema_migrations") == "0001"
@@ -244,7 +250,7 @@ async def test_missing_shared_columns_are_named_precisely(empty_dsn: str) -> Non
     try:
         await conn.execute(SEED_SQL)
         await conn.execute('ALTER TABLE alerts DROP COLUMN "resolvedAt"')
-        await conn.execute('ALTER TABLE job_metrics ALTER COLUMN metadata TYPE json')
+        await conn.execute("ALTER TABLE job_metrics ALTER COLUMN metadata TYPE json")
         await conn.execute('ALTER TABLE performance_baselines DROP COLUMN "sampleSize"')
         await conn.execute("DROP TABLE dead_letter_queue")
         await apply_migrations(conn, load_migrations(), lock_timeout=30)

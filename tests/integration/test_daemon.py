@@ -1,0 +1,185 @@
+"""`jobwarden run` as systemd runs it: a fake NOTIFY_SOCKET, signals, a real PostgreSQL."""
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from tests.integration.fake_systemd import FakeNotifySocket
+from tests.integration.pgcluster import Cluster, server_address, with_host
+from tests.integration.processes import clean_env, command
+from tests.integration.tcpproxy import TcpProxy, free_port
+
+
+class RunningDaemon:
+    def __init__(self, proc: asyncio.subprocess.Process, notify: FakeNotifySocket, port: int):
+        self.proc = proc
+        self.notify = notify
+        self.base = f"http://127.0.0.1:{port}"
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session, session.get(self.base + path) as resp:
+            return resp.status, await resp.json()
+
+    async def terminate(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(self.proc.communicate(), 30)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode()
+
+
+@asynccontextmanager
+async def daemon(env: Mapping[str, str], state_dir: Path) -> AsyncIterator[RunningDaemon]:
+    notify = FakeNotifySocket()
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *command("run"),
+        env=clean_env(
+            {
+                "NOTIFY_SOCKET": notify.address,
+                "JOBWARDEN_HTTP_PORT": str(port),
+                "JOBWARDEN_STATE_DIR": str(state_dir),
+                **env,
+            }
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield RunningDaemon(proc, notify, port)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        notify.close()
+
+
+async def applied_versions(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT version FROM jobwarden.schema_migrations ORDER BY 1")
+        return [r["version"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_run_is_ready_after_migrating_pings_the_watchdog_and_stops_on_sigterm(
+    empty_dsn: str, state_dir: Path
+) -> None:
+    env = {"DATABASE_URL": empty_dsn, "WATCHDOG_USEC": "200000"}
+    async with daemon(env, state_dir) as d:
+        await d.notify.expect("READY", "1")
+        statuses = [m["STATUS"] for m in d.notify.messages if "STATUS" in m]
+        assert statuses[:2] == ["Connecting to the database", "Applying migrations"]
+        assert await applied_versions(empty_dsn) == ["0001"]
+
+        await d.notify.expect("WATCHDOG", "1")
+        await d.notify.expect("WATCHDOG", "1")
+
+        status, quick = await d.get("/api/health?quick=true")
+        assert (status, quick["status"]) == (200, "ok")
+        status, full = await d.get("/api/health")
+        assert status == 200, full
+        assert {name: c["status"] for name, c in full["checks"].items()} == {
+            "database": "ok",
+            "migrations": "ok",
+            "scheduler": "ok",
+        }
+        status, db = await d.get("/api/health/database")
+        assert status == 200
+        assert db["schemaVersion"] == "0001"
+        assert db["pool"]["max"] == 5
+        assert db["pool"]["size"] >= 1
+        assert db["latencyMs"] >= 0
+
+        code, output = await d.terminate()
+        assert any(m.get("STOPPING") == "1" for m in d.notify.messages + d.notify.pending())
+        assert code == 0, output
+        assert "Traceback" not in output
+
+
+async def test_run_waits_for_the_database_and_becomes_ready_when_it_comes_up(
+    migrated_dsn: str, cluster: Cluster, state_dir: Path
+) -> None:
+    db_port = free_port()
+    env = {
+        "DATABASE_URL": with_host(migrated_dsn, "127.0.0.1", db_port),
+        "JOBWARDEN_DB_RETRY_MAX_DELAY": "1s",
+    }
+    proxy = TcpProxy(db_port, server_address(cluster.admin_dsn))
+    async with daemon(env, state_dir) as d:
+        await d.notify.expect("STATUS", prefix="Waiting for the database (attempt 1")
+        await d.notify.expect("EXTEND_TIMEOUT_USEC")
+        await d.notify.expect("STATUS", prefix="Waiting for the database (attempt 2")
+        await proxy.start()
+        try:
+            await d.notify.expect("READY", "1")
+            status, _ = await d.get("/api/health")
+            assert status == 200
+            code, output = await d.terminate()
+        finally:
+            await proxy.stop()
+    assert code == 0
+    assert 'event="database unreachable; will retry" attempt=1' in output
+    assert 'event="database connected" attempt=' in output
+
+
+async def test_sigterm_while_waiting_for_the_database_exits_cleanly(
+    migrated_dsn: str, state_dir: Path
+) -> None:
+    env = {"DATABASE_URL": with_host(migrated_dsn, "127.0.0.1", free_port())}
+    async with daemon(env, state_dir) as d:
+        await d.notify.expect("STATUS", prefix="Waiting for the database")
+        code, _ = await d.terminate()
+    assert code == 0
+
+
+def with_params(dsn: str, **params: str) -> str:
+    parts = urlsplit(dsn)
+    query = urlencode([*parse_qsl(parts.query), *params.items()])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+async def test_a_prisma_database_url_with_schema_and_connection_limit_works(
+    empty_dsn: str, state_dir: Path
+) -> None:
+    prisma_url = with_params(
+        empty_dsn,
+        schema="webapp",
+        connection_limit="3",
+        pool_timeout="10",
+        connect_timeout="5",
+        socket_timeout="30",
+        pgbouncer="false",
+        sslaccept="strict",
+    )
+    async with daemon({"DATABASE_URL": prisma_url}, state_dir) as d:
+        await d.notify.expect("READY", "1")
+        status, db = await d.get("/api/health/database")
+        assert status == 200, db
+        assert db["pool"]["max"] == 3
+        assert db["sharedSchema"] == "webapp"
+        code, output = await d.terminate()
+    assert code == 0, output
+
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name IN ('job_metrics', 'performance_baselines', "
+            "'dead_letter_queue', 'alerts') ORDER BY 2"
+        )
+    finally:
+        await conn.close()
+    assert [(r["table_schema"], r["table_name"]) for r in rows] == [
+        ("webapp", "alerts"),
+        ("webapp", "dead_letter_queue"),
+        ("webapp", "job_metrics"),
+        ("webapp", "performance_baselines"),
+    ]
