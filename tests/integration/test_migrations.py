@@ -204,17 +204,24 @@ def test_status_and_dry_run_show_pending_files_and_change_nothing(
     assert "0 pending" in after.stdout
 
 
+def shipped_migrations_plus(directory: Path, filename: str, sql: str) -> Path:
+    """A migrations folder holding the shipped files and one more."""
+    directory.mkdir()
+    for migration in load_migrations():
+        (directory / migration.filename).write_text(migration.sql)
+    (directory / filename).write_text(sql)
+    return directory
+
+
 async def test_a_no_transaction_migration_can_create_an_index_concurrently(
     migrated_dsn: str, tmp_path: Path
 ) -> None:
-    migrations_dir = tmp_path / "sql"
-    migrations_dir.mkdir()
-    for migration in load_migrations():
-        (migrations_dir / migration.filename).write_text(migration.sql)
-    (migrations_dir / "0099_concurrent_index.sql").write_text(
+    migrations_dir = shipped_migrations_plus(
+        tmp_path / "sql",
+        "0099_concurrent_index.sql",
         "-- jobwarden:no-transaction\n"
         "CREATE TABLE IF NOT EXISTS jobwarden.scratch (id int, note text DEFAULT 'a;b');\n"
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS scratch_id_idx ON jobwarden.scratch (id);\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS scratch_id_idx ON jobwarden.scratch (id);\n",
     )
     conn = await connect(migrated_dsn)
     try:
@@ -228,12 +235,10 @@ async def test_a_no_transaction_migration_can_create_an_index_concurrently(
 async def test_a_failing_migration_leaves_no_trace_and_names_the_file(
     migrated_dsn: str, tmp_path: Path
 ) -> None:
-    migrations_dir = tmp_path / "sql"
-    migrations_dir.mkdir()
-    for migration in load_migrations():
-        (migrations_dir / migration.filename).write_text(migration.sql)
-    (migrations_dir / "0002_broken.sql").write_text(
-        "CREATE TABLE jobwarden.half (id int);\nSELECT * FROM no_such_table;\n"
+    migrations_dir = shipped_migrations_plus(
+        tmp_path / "sql",
+        "0002_broken.sql",
+        "CREATE TABLE jobwarden.half (id int);\nSELECT * FROM no_such_table;\n",
     )
     conn = await connect(migrated_dsn)
     try:
