@@ -111,11 +111,12 @@ async def _open(settings: Settings) -> Database:
 
 
 async def _migrate(settings: Settings) -> int:
+    migrations = load_migrations()
     db = await _open(settings)
     try:
-        await migrate_and_verify(db, settings)
+        await migrate_and_verify(db, settings, migrations)
         async with db.connection() as conn:
-            status = await read_status(conn, load_migrations())
+            status = await read_status(conn, migrations)
     finally:
         await db.close()
     print(f"schema version {status.schema_version}: up to date")

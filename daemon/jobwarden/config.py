@@ -159,7 +159,10 @@ class Settings:
             ("JOBWARDEN_SHUTDOWN_GRACE", format_duration(self.shutdown_grace)),
             ("JOBWARDEN_HTTP_CLIENT_TIMEOUT", format_duration(self.http_client_timeout)),
         ]
-        return [(name, value, self.sources.get(name, "default")) for name, value in rows]
+        sources = dict(self.sources)
+        if self.database is not None and self.database.connection_limit is not None:
+            sources["JOBWARDEN_DB_POOL_SIZE"] = "DATABASE_URL connection_limit"
+        return [(name, value, sources.get(name, "default")) for name, value in rows]
 
     @property
     def effective_pool_size(self) -> int:

@@ -22,7 +22,7 @@ from jobwarden.dsn import DatabaseUrl, parse_database_url
 from jobwarden.embedded import start_embedded
 from jobwarden.liveness import Liveness
 from jobwarden.logsetup import get_logger
-from jobwarden.migrations import apply_migrations, load_migrations
+from jobwarden.migrations import Migration, apply_migrations, load_migrations
 from jobwarden.scheduler import HEARTBEAT_SECONDS, JobScheduler
 from jobwarden.schema_check import verify_shared_tables
 from jobwarden.sdnotify import Notifier
@@ -46,11 +46,13 @@ async def resolve_database_url(settings: Settings) -> DatabaseUrl:
     return parse_database_url(await start_embedded(settings.state_dir))
 
 
-async def migrate_and_verify(db: Database, settings: Settings) -> None:
+async def migrate_and_verify(
+    db: Database, settings: Settings, migrations: tuple[Migration, ...]
+) -> None:
     async with db.connection() as conn:
         applied = await apply_migrations(
             conn,
-            load_migrations(),
+            migrations,
             lock_timeout=settings.migration_lock_timeout,
             shared_schema=db.url.schema,
         )
@@ -66,6 +68,7 @@ class Daemon:
         self.phase = Phase.STARTING
         self.liveness = Liveness(stale_after=3 * HEARTBEAT_SECONDS)
         self.scheduler: JobScheduler | None = None
+        self.migrations = load_migrations()
 
     def problem(self) -> str | None:
         """Why the watchdog must not be pinged now, or None."""
@@ -108,7 +111,7 @@ class Daemon:
             return exitcodes.OK
         try:
             self.notifier.status("Applying migrations")
-            await migrate_and_verify(db, self.settings)
+            await migrate_and_verify(db, self.settings, self.migrations)
             if self.stop.is_set():
                 self.notifier.stopping()
                 return exitcodes.OK
@@ -127,7 +130,7 @@ class Daemon:
                 http=http,
                 notifier=self.notifier,
                 liveness=self.liveness,
-                migrations=load_migrations(),
+                migrations=self.migrations,
             )
             self.scheduler = JobScheduler(ctx)
             runner, port = await start_server(

@@ -65,7 +65,7 @@ def test_check_config_prints_effective_settings_with_secrets_redacted(tmp_path: 
     assert "postgresql://app:***@db:5432/app" in lines["DATABASE_URL"]
     assert lines["SLACK_WEBHOOK_URL"].split()[1:] == ["***", "(set)", "[environment]"]
     assert lines["SENDGRID_API_KEY"].endswith("[credential]")
-    assert lines["JOBWARDEN_DB_POOL_SIZE"].split()[1] == "4"
+    assert lines["JOBWARDEN_DB_POOL_SIZE"].endswith("4  [DATABASE_URL connection_limit]")
     assert lines["JOBWARDEN_HTTP_PORT"].split()[1:] == ["9000", "[environment]"]
     assert lines["JOBWARDEN_LOG_LEVEL"].split()[1:] == ["info", "[default]"]
     for secret in ("hunter2", "XYZsecret", "SG.from-a-credential"):
