@@ -45,7 +45,7 @@ class JobScheduler:
     def __init__(self, ctx: AppContext, jobs: list[PeriodicJob] | None = None) -> None:
         self._ctx = ctx
         self._jobs = jobs if jobs is not None else periodic_jobs()
-        self._in_flight: set[asyncio.Task[object]] = set()
+        self._in_flight: dict[asyncio.Task[object], str] = {}  # task -> job name
         self._scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
@@ -72,23 +72,32 @@ class JobScheduler:
         self._scheduler.start()
 
     async def shutdown(self, grace: float) -> None:
-        """Stop starting passes, then wait up to `grace` seconds for those running."""
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        if not self._in_flight:
+        """Stop starting passes, wait up to `grace` seconds for those running, then stop.
+
+        The scheduler is paused rather than shut down first: APScheduler's shutdown
+        cancels coroutine jobs still running, which is what the grace period avoids.
+        """
+        if not self._scheduler.running:
             return
-        log.info("waiting for passes in flight", count=len(self._in_flight), grace_s=grace)
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
-        for task in pending:
-            log.warning("pass did not finish within the grace period; cancelling")
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        self._scheduler.pause()
+        if self._in_flight:
+            log.info("waiting for passes in flight", count=len(self._in_flight), grace_s=grace)
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+            for task in pending:
+                log.warning(
+                    "pass did not finish within the grace period; cancelling",
+                    job=self._in_flight.get(task),
+                    grace_s=grace,
+                )
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        self._scheduler.shutdown(wait=False)
 
     async def _run(self, job: PeriodicJob) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._in_flight.add(task)
+            self._in_flight[task] = job.name
         started = time.monotonic()
         try:
             await job.run_once(self._ctx)
@@ -108,4 +117,4 @@ class JobScheduler:
             )
         finally:
             if task is not None:
-                self._in_flight.discard(task)
+                self._in_flight.pop(task, None)

@@ -1,11 +1,18 @@
 """Fixtures for tests against a real PostgreSQL (never a mock)."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from jobwarden.config import load_settings
+from jobwarden.context import AppContext
+from jobwarden.database import Database, open_pool
+from jobwarden.liveness import Liveness
+from jobwarden.migrations import load_migrations
+from jobwarden.sdnotify import Notifier
 from tests.integration.pgcluster import Cluster
 
 
@@ -43,3 +50,21 @@ def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def ctx(migrated_dsn: str) -> AsyncIterator[AppContext]:
+    """What the daemon hands its jobs and handlers, on a migrated database of its own."""
+    settings = load_settings({"DATABASE_URL": migrated_dsn})
+    assert settings.database is not None
+    db = Database(await open_pool(settings.database, settings), settings.database)
+    async with aiohttp.ClientSession() as http:
+        yield AppContext(
+            settings=settings,
+            db=db,
+            http=http,
+            notifier=Notifier(None),
+            liveness=Liveness(stale_after=15),
+            migrations=load_migrations(),
+        )
+    await db.close()

@@ -1,38 +1,14 @@
 """The health endpoints in-process, against a real database, in their failure states."""
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from jobwarden.api.server import make_app
-from jobwarden.config import load_settings
 from jobwarden.context import AppContext
-from jobwarden.database import Database, open_pool
-from jobwarden.liveness import Liveness
-from jobwarden.migrations import Migration, load_migrations
+from jobwarden.migrations import Migration
 from jobwarden.scheduler import JobScheduler, heartbeat
-from jobwarden.sdnotify import Notifier
-
-
-@pytest.fixture
-async def ctx(migrated_dsn: str) -> AsyncIterator[AppContext]:
-    settings = load_settings({"DATABASE_URL": migrated_dsn})
-    assert settings.database is not None
-    db = Database(await open_pool(settings.database, settings), settings.database)
-    async with aiohttp.ClientSession() as http:
-        yield AppContext(
-            settings=settings,
-            db=db,
-            http=http,
-            notifier=Notifier(None),
-            liveness=Liveness(stale_after=15),
-            migrations=load_migrations(),
-        )
-    await db.close()
 
 
 async def client_for(ctx: AppContext, scheduler: JobScheduler) -> TestClient[Any, Any]:
