@@ -18,7 +18,13 @@ from jobwarden.daemon import Daemon, migrate_and_verify, resolve_database_url
 from jobwarden.database import TRANSIENT_CONNECT_ERRORS, Database, DatabaseUnavailable, open_pool
 from jobwarden.embedded import EmbeddedUnavailable
 from jobwarden.logsetup import configure_logging, get_logger, stream_is_journal
-from jobwarden.migrations import MigrationError, MigrationStatus, load_migrations, read_status
+from jobwarden.migrations import (
+    MigrationError,
+    MigrationLockTimeout,
+    MigrationStatus,
+    load_migrations,
+    read_status,
+)
 from jobwarden.schema_check import SchemaMismatch
 
 log = get_logger("jobwarden")
@@ -77,6 +83,9 @@ def main(argv: Sequence[str]) -> int:
     except (MigrationError, SchemaMismatch) as exc:
         log.error("refusing to use this database", reason=str(exc))
         return exitcodes.SCHEMA_REFUSED
+    except MigrationLockTimeout as exc:
+        log.error(str(exc))  # not 65: another replica may finish, so a restart can help
+        return exitcodes.FAILURE
     except DatabaseUnavailable as exc:
         log.error(str(exc))
         return exitcodes.DATABASE_UNAVAILABLE

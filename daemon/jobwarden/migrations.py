@@ -60,6 +60,10 @@ class MigrationError(Exception):
     """The database cannot be migrated by this build; the message says why."""
 
 
+class MigrationLockTimeout(Exception):
+    """Another session held the migration lock for too long: worth retrying later."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str
@@ -198,7 +202,7 @@ async def migration_lock(conn: Conn, timeout: float) -> AsyncIterator[None]:
     announced = False
     while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
         if time.monotonic() >= deadline:
-            raise MigrationError(
+            raise MigrationLockTimeout(
                 f"gave up after {timeout:g}s waiting for the migration lock held by "
                 f"{await _lock_holder(conn)}"
             )

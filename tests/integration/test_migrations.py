@@ -9,7 +9,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from jobwarden.migrations import MigrationError, apply_migrations, load_migrations
+from jobwarden.migrations import (
+    MIGRATION_LOCK_KEY,
+    MigrationError,
+    MigrationLockTimeout,
+    apply_migrations,
+    load_migrations,
+)
 from jobwarden.schema_check import SchemaMismatch, verify_shared_tables
 from tests.integration.pgcluster import Cluster
 from tests.integration.processes import clean_env, command, run_cli
@@ -269,3 +275,18 @@ async def test_missing_shared_columns_are_named_precisely(empty_dsn: str) -> Non
     assert 'table performance_baselines is missing column(s) "sampleSize"' in message
     # dead_letter_queue was missing before migrating, so 0001 created it: not reported
     assert "dead_letter_queue" not in message
+
+
+async def test_waiting_for_the_migration_lock_gives_up_naming_the_holder(
+    migrated_dsn: str,
+) -> None:
+    holder = await connect(migrated_dsn)
+    waiter = await connect(migrated_dsn)
+    try:
+        await holder.execute("SET application_name = 'replica-a'")
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        with pytest.raises(MigrationLockTimeout, match=r"held by pid \d+ \(replica-a"):
+            await apply_migrations(waiter, load_migrations(), lock_timeout=0.2)
+    finally:
+        await holder.close()
+        await waiter.close()
