@@ -5,6 +5,11 @@ import socket
 import uuid
 
 
+def _parse(datagram: bytes) -> dict[str, str]:
+    """`KEY=VALUE` lines of one sd_notify datagram."""
+    return dict(line.split("=", 1) for line in datagram.decode().splitlines() if "=" in line)
+
+
 class FakeNotifySocket:
     """Bound in the abstract namespace (`@name`), as systemd may hand it out."""
 
@@ -20,7 +25,7 @@ class FakeNotifySocket:
 
     async def _receive(self) -> dict[str, str]:
         data = await asyncio.get_running_loop().sock_recv(self._sock, 65536)
-        message = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+        message = _parse(data)
         self.messages.append(message)
         return message
 
@@ -43,6 +48,4 @@ class FakeNotifySocket:
                 data = self._sock.recv(65536)
             except BlockingIOError:
                 return found
-            found.append(
-                dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            )
+            found.append(_parse(data))

@@ -57,6 +57,13 @@ def with_host(dsn: str, host: str, port: int) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
 
 
+def with_params(dsn: str, **params: str) -> str:
+    """The DSN with query parameters added (Prisma's, say)."""
+    parts = urlsplit(dsn)
+    query = urlencode([*parse_qsl(parts.query), *params.items()])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
 class Cluster:
     def __init__(self, admin_dsn: str) -> None:
         self.admin_dsn = admin_dsn

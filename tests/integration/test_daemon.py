@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 
 from tests.integration.fake_systemd import FakeNotifySocket
-from tests.integration.pgcluster import Cluster, server_address, with_host
+from tests.integration.pgcluster import Cluster, server_address, with_host, with_params
 from tests.integration.processes import clean_env, command
 from tests.integration.tcpproxy import TcpProxy, free_port
 
@@ -138,12 +137,6 @@ async def test_sigterm_while_waiting_for_the_database_exits_cleanly(
         await d.notify.expect("STATUS", prefix="Waiting for the database")
         code, _ = await d.terminate()
     assert code == 0
-
-
-def with_params(dsn: str, **params: str) -> str:
-    parts = urlsplit(dsn)
-    query = urlencode([*parse_qsl(parts.query), *params.items()])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 async def test_a_prisma_database_url_with_schema_and_connection_limit_works(

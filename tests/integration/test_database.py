@@ -7,6 +7,7 @@ import asyncpg
 from jobwarden.config import load_settings
 from jobwarden.database import open_pool
 from jobwarden.pg import quote_ident
+from tests.integration.pgcluster import with_params
 
 
 async def test_sessions_write_utc_even_when_the_server_default_is_not(migrated_dsn: str) -> None:
@@ -40,10 +41,16 @@ async def test_sessions_write_utc_even_when_the_server_default_is_not(migrated_d
 
 
 async def test_prisma_only_parameters_are_not_sent_as_server_settings(migrated_dsn: str) -> None:
-    sep = "&" if "?" in migrated_dsn else "?"
-    url = (
-        f"{migrated_dsn}{sep}schema=public&connection_limit=2&pgbouncer=true&pool_timeout=3"
-        "&socket_timeout=9&sslaccept=strict&schema_cache=x&application_name=webapp-jobs"
+    url = with_params(
+        migrated_dsn,
+        schema="public",
+        connection_limit="2",
+        pgbouncer="true",
+        pool_timeout="3",
+        socket_timeout="9",
+        sslaccept="strict",
+        schema_cache="x",
+        application_name="webapp-jobs",
     )
     settings = load_settings({"DATABASE_URL": url})
     assert settings.database is not None

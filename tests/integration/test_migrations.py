@@ -204,7 +204,9 @@ def test_status_and_dry_run_show_pending_files_and_change_nothing(
 
     assert asyncio.run(untouched())
 
-    assert run_cli("migrate", env=env).returncode == 0
+    migrated = run_cli("migrate", env=env)
+    assert migrated.returncode == 0
+    assert migrated.stdout == "schema version 0001: up to date\n"
     after = run_cli("migrate", "status", env=env)
     assert "applied" in after.stdout
     assert "0 pending" in after.stdout
