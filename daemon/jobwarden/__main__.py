@@ -2,7 +2,7 @@
 
 import sys
 
-from jobwarden.cli import main as _cli_main
+from jobwarden.cli.main import main as _cli_main
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from jobwarden.config import Settings
-from jobwarden.database import Database
+from jobwarden.db.migrations import Migration
+from jobwarden.db.pool import Database
 from jobwarden.liveness import Liveness
-from jobwarden.migrations import Migration
 from jobwarden.sdnotify import Notifier
 
 

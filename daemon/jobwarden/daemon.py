@@ -17,14 +17,14 @@ from jobwarden import exitcodes
 from jobwarden.api.server import make_app, start_server
 from jobwarden.config import Settings
 from jobwarden.context import AppContext
-from jobwarden.database import Database, connect_with_retry
+from jobwarden.db.embedded import start_embedded
+from jobwarden.db.migrations import Migration, apply_migrations, load_migrations
+from jobwarden.db.pool import Database, connect_with_retry
+from jobwarden.db.schema_check import verify_shared_tables
 from jobwarden.dsn import DatabaseUrl, parse_database_url
-from jobwarden.embedded import start_embedded
 from jobwarden.liveness import Liveness
 from jobwarden.logsetup import get_logger
-from jobwarden.migrations import Migration, apply_migrations, load_migrations
-from jobwarden.scheduler import HEARTBEAT_SECONDS, JobScheduler
-from jobwarden.schema_check import verify_shared_tables
+from jobwarden.runtime.scheduler import HEARTBEAT_SECONDS, JobScheduler
 from jobwarden.sdnotify import Notifier
 from jobwarden.watchdog import run_watchdog
 

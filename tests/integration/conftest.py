@@ -9,9 +9,9 @@ import pytest
 
 from jobwarden.config import load_settings
 from jobwarden.context import AppContext
-from jobwarden.database import Database, open_pool
+from jobwarden.db.migrations import load_migrations
+from jobwarden.db.pool import Database, open_pool
 from jobwarden.liveness import Liveness
-from jobwarden.migrations import load_migrations
 from jobwarden.sdnotify import Notifier
 from tests.integration.pgcluster import Cluster
 

@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from jobwarden.migrations import apply_migrations, load_migrations
-from jobwarden.pg import quote_ident
+from jobwarden.db.migrations import apply_migrations, load_migrations
+from jobwarden.db.pg import quote_ident
 
 
 def dsn_for(dsn: str, database: str) -> str:

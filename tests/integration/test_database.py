@@ -5,8 +5,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from jobwarden.config import load_settings
-from jobwarden.database import open_pool
-from jobwarden.pg import quote_ident
+from jobwarden.db.pg import quote_ident
+from jobwarden.db.pool import open_pool
 from tests.integration.pgcluster import with_params
 
 

@@ -7,8 +7,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
-from jobwarden.migrations import Migration
-from jobwarden.scheduler import JobScheduler, heartbeat
+from jobwarden.db.migrations import Migration
+from jobwarden.runtime.scheduler import JobScheduler, heartbeat
 
 
 async def client_for(ctx: AppContext, scheduler: JobScheduler) -> TestClient[Any, Any]:

@@ -9,14 +9,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from jobwarden.migrations import (
+from jobwarden.db.migrations import (
     MIGRATION_LOCK_KEY,
     MigrationError,
     MigrationLockTimeout,
     apply_migrations,
     load_migrations,
 )
-from jobwarden.schema_check import SchemaMismatch, verify_shared_tables
+from jobwarden.db.schema_check import SchemaMismatch, verify_shared_tables
 from tests.integration.pgcluster import Cluster
 from tests.integration.processes import clean_env, command, run_cli
 

@@ -3,7 +3,7 @@
 import asyncio
 
 from jobwarden.context import AppContext
-from jobwarden.scheduler import JobScheduler, PeriodicJob
+from jobwarden.runtime.scheduler import JobScheduler, PeriodicJob
 
 
 async def test_shutdown_waits_for_a_pass_in_flight_to_finish(ctx: AppContext) -> None:

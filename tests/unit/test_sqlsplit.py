@@ -1,4 +1,4 @@
-from jobwarden.sqlsplit import split_statements
+from jobwarden.db.sqlsplit import split_statements
 
 
 def test_splits_on_semicolons_outside_quotes_comments_and_dollar_quotes() -> None:

@@ -17,8 +17,8 @@ from aiohttp import web
 from jobwarden import __version__
 from jobwarden.api.errors import BadRequest
 from jobwarden.api.state import API_STATE, ApiState
-from jobwarden.migrations import read_status
-from jobwarden.pg import DATABASE_ERRORS
+from jobwarden.db.migrations import read_status
+from jobwarden.db.pg import DATABASE_ERRORS
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 

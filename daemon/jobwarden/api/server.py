@@ -6,7 +6,7 @@ from jobwarden.api import health
 from jobwarden.api.errors import json_errors
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.context import AppContext
-from jobwarden.scheduler import JobScheduler
+from jobwarden.runtime.scheduler import JobScheduler
 
 
 def make_app(ctx: AppContext, scheduler: JobScheduler) -> web.Application:

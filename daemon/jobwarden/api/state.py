@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from jobwarden.context import AppContext
-from jobwarden.scheduler import JobScheduler
+from jobwarden.runtime.scheduler import JobScheduler
 
 
 @dataclass(frozen=True)

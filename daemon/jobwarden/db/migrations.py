@@ -31,9 +31,9 @@ from pathlib import Path
 import asyncpg
 
 from jobwarden import __version__
+from jobwarden.db.pg import Conn, quote_ident
+from jobwarden.db.sqlsplit import split_statements
 from jobwarden.logsetup import get_logger
-from jobwarden.pg import Conn, quote_ident
-from jobwarden.sqlsplit import split_statements
 
 log = get_logger(__name__)
 
@@ -147,7 +147,7 @@ def default_directory() -> Traversable:
     packaged = resources.files("jobwarden") / "sql"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "sql"
+    return Path(__file__).resolve().parents[3] / "sql"
 
 
 def _sql_files(directory: Traversable) -> Iterator[Traversable]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import asyncpg
 
+from jobwarden.db.pg import quote_ident
 from jobwarden.logsetup import get_logger
-from jobwarden.pg import quote_ident
 
 log = get_logger(__name__)
 DATABASE_NAME = "jobwarden"

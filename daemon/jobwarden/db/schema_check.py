@@ -5,7 +5,7 @@ changed on the web app's side jobwarden refuses to start and names exactly what
 is missing or of another type, instead of failing later in the middle of a pass.
 """
 
-from jobwarden.pg import Conn
+from jobwarden.db.pg import Conn
 
 # table -> column -> information_schema data_type, as the seed migration creates them
 REQUIRED_COLUMNS: dict[str, dict[str, str]] = {

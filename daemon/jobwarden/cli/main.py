@@ -15,17 +15,17 @@ from typing import TextIO
 from jobwarden import __version__, exitcodes
 from jobwarden.config import ConfigError, Settings, load_settings, systemd_env
 from jobwarden.daemon import Daemon, migrate_and_verify, resolve_database_url
-from jobwarden.database import TRANSIENT_CONNECT_ERRORS, Database, DatabaseUnavailable, open_pool
-from jobwarden.embedded import EmbeddedUnavailable
-from jobwarden.logsetup import configure_logging, get_logger, stream_is_journal
-from jobwarden.migrations import (
+from jobwarden.db.embedded import EmbeddedUnavailable
+from jobwarden.db.migrations import (
     MigrationError,
     MigrationLockTimeout,
     MigrationStatus,
     load_migrations,
     read_status,
 )
-from jobwarden.schema_check import SchemaMismatch
+from jobwarden.db.pool import TRANSIENT_CONNECT_ERRORS, Database, DatabaseUnavailable, open_pool
+from jobwarden.db.schema_check import SchemaMismatch
+from jobwarden.logsetup import configure_logging, get_logger, stream_is_journal
 
 log = get_logger("jobwarden")
 

@@ -16,9 +16,9 @@ import asyncpg
 
 from jobwarden.backoff import BackoffPolicy
 from jobwarden.config import Settings
+from jobwarden.db.pg import Conn, quote_ident
 from jobwarden.dsn import DatabaseUrl
 from jobwarden.logsetup import get_logger
-from jobwarden.pg import Conn, quote_ident
 from jobwarden.sdnotify import Notifier
 
 log = get_logger(__name__)

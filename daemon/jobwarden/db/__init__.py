@@ -1,0 +1,1 @@
+"""Database infrastructure: the pool, the embedded server, migrations, schema check."""

@@ -1,0 +1,1 @@
+"""What runs work: periodic passes (scheduler) and long-running services."""
