@@ -1,21 +1,39 @@
-"""Configuration: every environment variable jobwarden reads, parsed once.
+"""Configuration: every environment variable jobwarden reads, each declared once.
+
+A variable is one field of `Settings`, declared with `_variable(...)`: its name (the
+field's `validation_alias`), its type and how its text is parsed (the `_Kind` in the
+`Annotated` type), its default as an operator would write it, whether it is a secret,
+and one line of help (the field's `description`). `VARIABLES` is read off those
+fields, and `check-config` (`Settings.describe()`), the warning about unknown
+`JOBWARDEN_*` variables and README's configuration table (`markdown_table()`, printed
+by `python -m jobwarden.config`) all come from it.
 
 `load_settings(environ)` returns one immutable `Settings` or raises `ConfigError`
-listing every problem at once. Nothing else in the package reads the environment.
-A secret may also come from `$CREDENTIALS_DIRECTORY/<NAME>` (systemd
-`LoadCredential=`); the credential wins over the environment, with a warning.
-Messages name variables, never their values when the value is a secret.
+listing every problem at once. The mapping passed in is the environment: no value
+comes from `os.environ`, a `.env` file or pydantic-settings' own sources. A secret may
+also come from `$CREDENTIALS_DIRECTORY/<NAME>` (systemd `LoadCredential=`); the
+credential wins over the environment, with a warning. Problems and warnings name
+variables, never a secret's value; secret text reaches pydantic only as a `Secret`.
 """
 
 import base64
 import binascii
+import ipaddress
+import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from types import EllipsisType, UnionType
+from typing import Annotated, Any, Generic, TypeVar, get_args
 from urllib.parse import urlsplit
+
+from pydantic import Field, GetCoreSchemaHandler, ValidationError
+from pydantic_core import ErrorDetails, core_schema
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from jobwarden.dsn import DatabaseUrl, DatabaseUrlError, parse_database_url
 from jobwarden.durations import format_duration, parse_duration
@@ -23,36 +41,14 @@ from jobwarden.secret import Secret
 
 T = TypeVar("T")
 
-SECRET_VARIABLES = (
-    "DATABASE_URL",
-    "ALERT_WEBHOOK_URL",
-    "SLACK_WEBHOOK_URL",
-    "SENDGRID_API_KEY",
-    "JOBWARDEN_WEBHOOK_SECRET",
-)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "console", "logfmt", "json")
 MAX_EMAIL_RECIPIENTS = 1000  # SendGrid's limit per message
-
-# Every JOBWARDEN_* variable and its default; used to catch typos too.
-DEFAULTS: dict[str, str] = {
-    "JOBWARDEN_HTTP_HOST": "127.0.0.1",
-    "JOBWARDEN_HTTP_PORT": "8787",
-    "JOBWARDEN_LOG_LEVEL": "info",
-    "JOBWARDEN_LOG_FORMAT": "auto",
-    "JOBWARDEN_STATE_DIR": "",  # $STATE_DIRECTORY, else ~/.local/state/jobwarden
-    "JOBWARDEN_DB_POOL_SIZE": "5",
-    "JOBWARDEN_DB_CONNECT_TIMEOUT": "10s",
-    "JOBWARDEN_DB_RETRY_MAX_DELAY": "30s",
-    "JOBWARDEN_MIGRATION_LOCK_TIMEOUT": "5m",
-    "JOBWARDEN_SHUTDOWN_GRACE": "30s",
-    "JOBWARDEN_HTTP_CLIENT_TIMEOUT": "20s",
-    "JOBWARDEN_SENDGRID_BASE_URL": "https://api.sendgrid.com",
-    "JOBWARDEN_WEBHOOK_SECRET": "",
-}
+MIN_API_TOKEN_LENGTH = 16
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\".]+$")
 _NAMED_EMAIL = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
+_API_TOKEN = re.compile(rf"[\x21-\x7e]{{{MIN_API_TOKEN_LENGTH},}}")  # fits a header
 
 
 class ConfigError(Exception):
@@ -81,144 +77,37 @@ class SystemdEnv:
     journal_stream: tuple[int, int] | None = None  # (device, inode) of the journal stream
 
 
+# --- How a variable's text becomes a value -------------------------------------------
+
+
 @dataclass(frozen=True)
-class Settings:
-    database: DatabaseUrl | None  # None: embedded PostgreSQL in state_dir
-    database_secret: Secret | None
-    alert_webhook_url: Secret | None
-    webhook_secret: Secret | None
-    slack_webhook_url: Secret | None
-    sendgrid_api_key: Secret | None
-    sendgrid_base_url: str
-    alert_email_from: EmailAddress | None
-    alert_email_recipients: tuple[EmailAddress, ...]
-    http_host: str
-    http_port: int
-    log_level: str
-    log_format: str
-    state_dir: Path
-    db_pool_size: int
-    db_connect_timeout: float
-    db_retry_max_delay: float
-    migration_lock_timeout: float
-    shutdown_grace: float
-    http_client_timeout: float
-    systemd: SystemdEnv = field(default_factory=SystemdEnv)
-    sources: Mapping[str, str] = field(default_factory=dict)  # variable -> env|credential
-    warnings: tuple[str, ...] = ()
+class _Kind(Generic[T]):
+    """How a variable's text becomes its value, and how `check-config` prints the value.
 
-    def secret_values(self) -> tuple[str, ...]:
-        """Every secret string, for scrubbing log lines as a last line of defence."""
-        values = [
-            s.reveal()
-            for s in (
-                self.database_secret,
-                self.alert_webhook_url,
-                self.webhook_secret,
-                self.slack_webhook_url,
-                self.sendgrid_api_key,
-            )
-            if s is not None
-        ]
-        if self.database is not None and self.database.password:
-            values.append(self.database.password)
-        return tuple(v for v in values if len(v) >= 4)
+    Used as `Annotated` metadata: pydantic validates the field with `parse` alone, so
+    every problem message is jobwarden's own, and none of them quotes a secret.
+    """
 
-    def describe(self) -> list[tuple[str, str, str]]:
-        """(variable, printable value, source) for `jobwarden check-config`."""
+    parse: Callable[[str], T]
+    show: Callable[[T], str] = str
+    unset: T | None = None  # the value of an unset variable that has no default
 
-        def shown(secret: Secret | None) -> str:
-            return "(unset)" if secret is None else "*** (set)"
+    def validate(self, value: object) -> T | None:
+        if value is None:
+            return self.unset
+        text = value.reveal() if isinstance(value, Secret) else value
+        if not isinstance(text, str):
+            raise ValueError(f"must be given as text, not {type(value).__name__}")
+        return self.parse(text)
 
-        database = (
-            self.database.redacted()
-            if self.database
-            else f"(unset: embedded PostgreSQL in {self.state_dir / 'postgres'})"
-        )
-        rows = [
-            ("DATABASE_URL", database),
-            ("ALERT_WEBHOOK_URL", shown(self.alert_webhook_url)),
-            ("JOBWARDEN_WEBHOOK_SECRET", shown(self.webhook_secret)),
-            ("SLACK_WEBHOOK_URL", shown(self.slack_webhook_url)),
-            ("SENDGRID_API_KEY", shown(self.sendgrid_api_key)),
-            ("ALERT_EMAIL_FROM", str(self.alert_email_from or "(unset)")),
-            (
-                "ALERT_EMAIL_RECIPIENTS",
-                ", ".join(map(str, self.alert_email_recipients)) or "(unset)",
-            ),
-            ("JOBWARDEN_SENDGRID_BASE_URL", self.sendgrid_base_url),
-            ("JOBWARDEN_HTTP_HOST", self.http_host),
-            ("JOBWARDEN_HTTP_PORT", str(self.http_port)),
-            ("JOBWARDEN_LOG_LEVEL", self.log_level),
-            ("JOBWARDEN_LOG_FORMAT", self.log_format),
-            ("JOBWARDEN_STATE_DIR", str(self.state_dir)),
-            ("JOBWARDEN_DB_POOL_SIZE", str(self.effective_pool_size)),
-            ("JOBWARDEN_DB_CONNECT_TIMEOUT", format_duration(self.db_connect_timeout)),
-            ("JOBWARDEN_DB_RETRY_MAX_DELAY", format_duration(self.db_retry_max_delay)),
-            ("JOBWARDEN_MIGRATION_LOCK_TIMEOUT", format_duration(self.migration_lock_timeout)),
-            ("JOBWARDEN_SHUTDOWN_GRACE", format_duration(self.shutdown_grace)),
-            ("JOBWARDEN_HTTP_CLIENT_TIMEOUT", format_duration(self.http_client_timeout)),
-        ]
-        sources = dict(self.sources)
-        if self.database is not None and self.database.connection_limit is not None:
-            sources["JOBWARDEN_DB_POOL_SIZE"] = "DATABASE_URL connection_limit"
-        return [(name, value, sources.get(name, "default")) for name, value in rows]
-
-    @property
-    def effective_pool_size(self) -> int:
-        """Prisma's `connection_limit` in DATABASE_URL wins over JOBWARDEN_DB_POOL_SIZE."""
-        if self.database is not None and self.database.connection_limit is not None:
-            return self.database.connection_limit
-        return self.db_pool_size
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.validate)
 
 
-class _Reader:
-    """Collects raw values and problems while `load_settings` walks the variables."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-        self.sources: dict[str, str] = {}
-        directory = environ.get("CREDENTIALS_DIRECTORY")
-        self.credentials = Path(directory) if directory else None
-
-    def raw(self, name: str) -> str | None:
-        """The value of `name` (empty counts as unset), from a credential or the environment."""
-        value = self.environ.get(name, "").strip() or None
-        if value is not None:
-            self.sources[name] = "environment"
-        if name in SECRET_VARIABLES and self.credentials is not None:
-            path = self.credentials / name
-            if path.exists():
-                try:
-                    credential = path.read_text(encoding="utf-8").strip()
-                except (OSError, UnicodeDecodeError) as exc:
-                    self.problems.append(
-                        f"{name}: cannot read credential file {path}: {type(exc).__name__}"
-                    )
-                    return None
-                if credential:
-                    if value is not None:
-                        self.warnings.append(
-                            f"{name} is set both in the environment and as a credential; "
-                            "using the credential"
-                        )
-                    self.sources[name] = "credential"
-                    return credential
-        return value
-
-    def parsed(self, name: str, parse: Callable[[str], T], default: str | None = None) -> T | None:
-        raw = self.raw(name)
-        if raw is None:
-            raw = default if default is not None else DEFAULTS.get(name) or None
-        if raw is None:
-            return None
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            self.problems.append(f"{name}: {exc}")
-            return None
+def _hidden(_: object) -> str:
+    return "*** (set)"
 
 
 def _url(text: str) -> str:
@@ -236,6 +125,18 @@ def _secret_url(text: str) -> Secret:
         raise ValueError("must be an http:// or https:// URL with a host (value hidden)") from None
 
 
+def _database_url(text: str) -> Secret:
+    try:
+        parse_database_url(text)
+    except DatabaseUrlError as exc:  # its messages never quote the URL
+        raise ValueError(f"{exc} (value hidden)") from None
+    return Secret(text)
+
+
+def _redacted_database_url(url: Secret) -> str:
+    return parse_database_url(url.reveal()).redacted()
+
+
 def _webhook_secret(text: str) -> Secret:
     problem = "must be whsec_ followed by the base64 of 24 to 64 random bytes (value hidden)"
     if not text.startswith("whsec_"):
@@ -246,6 +147,15 @@ def _webhook_secret(text: str) -> Secret:
         raise ValueError(problem) from None
     if not 24 <= len(key) <= 64:
         raise ValueError(problem)
+    return Secret(text)
+
+
+def _api_token(text: str) -> Secret:
+    if not _API_TOKEN.fullmatch(text):
+        raise ValueError(
+            f"must be at least {MIN_API_TOKEN_LENGTH} printable ASCII characters without spaces"
+            " (value hidden)"
+        )
     return Secret(text)
 
 
@@ -303,6 +213,40 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"must be greater than 0 and at most 1, not {value:g}")
+    return value
+
+
+def _factor(text: str) -> float:
+    value = _number(text)
+    if value <= 1:
+        raise ValueError(f"must be greater than 1, not {value:g}")
+    return value
+
+
 def _positive_duration(text: str) -> float:
     seconds = parse_duration(text)
     if seconds <= 0:
@@ -310,11 +254,384 @@ def _positive_duration(text: str) -> float:
     return seconds
 
 
-def _database(text: str) -> tuple[DatabaseUrl, Secret]:
-    try:
-        return parse_database_url(text), Secret(text)
-    except DatabaseUrlError as exc:
-        raise ValueError(f"{exc} (value hidden)") from None
+def _number_shown(value: float) -> str:
+    return f"{value:g}"
+
+
+_DATABASE_URL = _Kind(_database_url, show=_redacted_database_url)
+_SECRET_URL = _Kind(_secret_url, show=_hidden)
+_WEBHOOK_SECRET = _Kind(_webhook_secret, show=_hidden)
+_API_KEY = _Kind(Secret, show=_hidden)
+_API_TOKEN_KIND = _Kind(_api_token, show=_hidden)
+_EMAIL_ADDRESS = _Kind(_email)
+_RECIPIENTS: _Kind[tuple[EmailAddress, ...]] = _Kind(
+    _recipients, show=lambda addresses: ", ".join(map(str, addresses)), unset=()
+)
+_HTTP_URL = _Kind(_url)
+_TEXT = _Kind(str)
+_PATH = _Kind(lambda text: Path(text).expanduser())
+_PORT = _Kind(_int_between(0, 65535))
+_POOL_SIZE = _Kind(_int_between(1, 1000))
+_COUNT = _Kind(_positive_int)
+_LOG_LEVEL = _Kind(_choice(LOG_LEVELS))
+_LOG_FORMAT = _Kind(_choice(LOG_FORMATS))
+_DURATION = _Kind(_positive_duration, show=format_duration)
+_DURATION_OR_ZERO = _Kind(parse_duration, show=format_duration)
+_RATE = _Kind(_rate, show=_number_shown)
+_FACTOR = _Kind(_factor, show=_number_shown)
+
+
+def _variable(
+    name: str,
+    default: str | EllipsisType | None,
+    meaning: str,
+    *,
+    secret: bool = False,
+    default_text: str | None = None,
+) -> Any:
+    """Declare the environment variable `name` as the field this is assigned to.
+
+    `default` is the text an operator would write (None: unset; `...`: load_settings
+    supplies it); `default_text` replaces it in README's table when it needs words.
+    """
+    return Field(
+        default,
+        validation_alias=name,
+        description=meaning,
+        json_schema_extra={"secret": secret, "default_text": default_text},
+    )
+
+
+# --- The declarations ------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """Everything jobwarden is configured with: one field per environment variable,
+    then what `load_settings` adds (`systemd`, `sources`, `warnings`)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True)
+
+    database_secret: Annotated[Secret | None, _DATABASE_URL] = _variable(
+        "DATABASE_URL",
+        None,
+        "PostgreSQL URL. Prisma form works: `?schema=X` puts the shared tables in schema X"
+        " (the search_path), `connection_limit=N` sizes the pool, `sslmode` is honoured,"
+        " `pool_timeout`, `connect_timeout`, `socket_timeout`, `pgbouncer`,"
+        " `application_name` are understood; other parameters are ignored with a debug line,"
+        " never sent to the server.",
+        secret=True,
+        default_text="unset: embedded PostgreSQL",
+    )
+    direct_database_secret: Annotated[Secret | None, _DATABASE_URL] = _variable(
+        "DIRECT_URL",
+        None,
+        "Prisma's direct (not PgBouncer) connection to the same database, in the same form as"
+        " `DATABASE_URL`; used for the leader lock (and LISTEN later) when `DATABASE_URL` has"
+        " `pgbouncer=true`.",
+        secret=True,
+    )
+    alert_webhook_url: Annotated[Secret | None, _SECRET_URL] = _variable(
+        "ALERT_WEBHOOK_URL",
+        None,
+        "Standard-Webhooks endpoint for alerts.",
+        secret=True,
+        default_text="unset (channel off)",
+    )
+    webhook_secret: Annotated[Secret | None, _WEBHOOK_SECRET] = _variable(
+        "JOBWARDEN_WEBHOOK_SECRET",
+        None,
+        "`whsec_<base64 of 24 to 64 bytes>`, signs webhook deliveries.",
+        secret=True,
+        default_text="unset (unsigned)",
+    )
+    slack_webhook_url: Annotated[Secret | None, _SECRET_URL] = _variable(
+        "SLACK_WEBHOOK_URL",
+        None,
+        "Slack incoming webhook.",
+        secret=True,
+        default_text="unset (channel off)",
+    )
+    sendgrid_api_key: Annotated[Secret | None, _API_KEY] = _variable(
+        "SENDGRID_API_KEY",
+        None,
+        "SendGrid v3 API key.",
+        secret=True,
+        default_text="unset (email off)",
+    )
+    alert_email_from: Annotated[EmailAddress | None, _EMAIL_ADDRESS] = _variable(
+        "ALERT_EMAIL_FROM",
+        None,
+        "sender: `ops@example.com` or `Jobwarden <ops@example.com>`",
+        default_text="unset; required with the key",
+    )
+    alert_email_recipients: Annotated[tuple[EmailAddress, ...], _RECIPIENTS] = _variable(
+        "ALERT_EMAIL_RECIPIENTS",
+        None,
+        f"comma-separated addresses (duplicates dropped, at most {MAX_EMAIL_RECIPIENTS})",
+        default_text="unset; required with the key",
+    )
+    sendgrid_base_url: Annotated[str, _HTTP_URL] = _variable(
+        "JOBWARDEN_SENDGRID_BASE_URL",
+        "https://api.sendgrid.com",
+        "EU accounts: `https://api.eu.sendgrid.com`",
+    )
+    http_host: Annotated[str, _TEXT] = _variable(
+        "JOBWARDEN_HTTP_HOST",
+        "127.0.0.1",
+        "address of the HTTP API; any but loopback (`127.0.0.0/8`, `::1`, `localhost`)"
+        " requires `JOBWARDEN_API_TOKEN`",
+    )
+    http_port: Annotated[int, _PORT] = _variable(
+        "JOBWARDEN_HTTP_PORT", "8787", "port of the HTTP API (`0`: any free port, logged)"
+    )
+    api_token: Annotated[Secret | None, _API_TOKEN_KIND] = _variable(
+        "JOBWARDEN_API_TOKEN",
+        None,
+        "when set, writes under `/api` need `Authorization: Bearer <token>`;"
+        f" at least {MIN_API_TOKEN_LENGTH} characters.",
+        secret=True,
+        default_text="unset; required off loopback",
+    )
+    log_level: Annotated[str, _LOG_LEVEL] = _variable(
+        "JOBWARDEN_LOG_LEVEL", "info", ", ".join(f"`{level}`" for level in LOG_LEVELS)
+    )
+    log_format: Annotated[str, _LOG_FORMAT] = _variable(
+        "JOBWARDEN_LOG_FORMAT",
+        "auto",
+        "`auto` (journal format under systemd, console on a terminal, logfmt otherwise),"
+        " `console`, `logfmt`, `json`",
+    )
+    state_dir: Annotated[Path, _PATH] = _variable(
+        "JOBWARDEN_STATE_DIR",
+        ...,
+        "where the embedded PostgreSQL keeps its data (`postgres/`)",
+        default_text="`$STATE_DIRECTORY`, else `~/.local/state/jobwarden`",
+    )
+    db_pool_size: Annotated[int, _POOL_SIZE] = _variable(
+        "JOBWARDEN_DB_POOL_SIZE",
+        "5",
+        "maximum pooled connections; `connection_limit` in `DATABASE_URL` wins",
+    )
+    db_connect_timeout: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DB_CONNECT_TIMEOUT",
+        "10s",
+        "per connection attempt; `connect_timeout` in the URL wins",
+    )
+    db_retry_max_delay: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DB_RETRY_MAX_DELAY",
+        "30s",
+        "cap of the backoff while the database is unreachable at startup",
+    )
+    migration_lock_timeout: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_MIGRATION_LOCK_TIMEOUT",
+        "5m",
+        "how long to wait while another replica applies migrations",
+    )
+    shutdown_grace: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_SHUTDOWN_GRACE", "30s", "how long passes in flight may finish after SIGTERM"
+    )
+    http_client_timeout: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_HTTP_CLIENT_TIMEOUT", "20s", "total time of one outgoing HTTP attempt"
+    )
+    poll_interval: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_POLL_INTERVAL", "30s", "time between two monitoring passes over the jobs"
+    )
+    failure_threshold: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_FAILURE_THRESHOLD",
+        "3",
+        "consecutive failed runs that raise a job-failure alert (a job's expectation may"
+        " override it)",
+    )
+    failure_rate: Annotated[float, _RATE] = _variable(
+        "JOBWARDEN_FAILURE_RATE",
+        "0.5",
+        "share of failed runs within `JOBWARDEN_FAILURE_WINDOW` that raises a job-failure"
+        " alert, above 0 and at most 1 (a job's expectation may override it)",
+    )
+    failure_window: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_FAILURE_WINDOW", "1h", "how far back the failure rate looks"
+    )
+    failure_min_executions: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_FAILURE_MIN_EXECUTIONS",
+        "10",
+        "runs the failure window needs before its failure rate counts",
+    )
+    default_grace: Annotated[float, _DURATION_OR_ZERO] = _variable(
+        "JOBWARDEN_DEFAULT_GRACE",
+        "5m",
+        "how late a scheduled run may be before the job counts as missed (a job's expectation"
+        " may override it)",
+    )
+    regression_factor: Annotated[float, _FACTOR] = _variable(
+        "JOBWARDEN_REGRESSION_FACTOR",
+        "1.5",
+        "a job is slow when its average duration within `JOBWARDEN_REGRESSION_WINDOW` exceeds"
+        " its baseline times this, which must be above 1 (a job's expectation may override it)",
+    )
+    regression_window: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_REGRESSION_WINDOW", "1h", "how far back a job's recent average duration looks"
+    )
+    regression_min_executions: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_REGRESSION_MIN_EXECUTIONS",
+        "10",
+        "runs the regression window needs before a slowdown counts",
+    )
+    resolve_after: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_RESOLVE_AFTER",
+        "2",
+        "consecutive healthy passes before an alert resolves itself",
+    )
+    baseline_window: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_BASELINE_WINDOW",
+        "7d",
+        "history a job's baseline (its usual duration) is computed from",
+    )
+    baseline_interval: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_BASELINE_INTERVAL", "1h", "how often baselines are computed again"
+    )
+    baseline_min_samples: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_BASELINE_MIN_SAMPLES",
+        "20",
+        "runs within the baseline window a job needs before it has a baseline",
+    )
+    history_retention: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_HISTORY_RETENTION",
+        "30d",
+        "how long the history of runs is kept; at least `JOBWARDEN_BASELINE_WINDOW` +"
+        " `JOBWARDEN_REGRESSION_WINDOW`",
+    )
+
+    systemd: SystemdEnv = SystemdEnv()
+    sources: Mapping[str, str] = Field(default_factory=dict)  # variable -> environment|credential
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the keyword arguments: never os.environ, a .env file or a secrets dir.
+
+        `load_settings` passes the values it read from the mapping it was given and
+        from `$CREDENTIALS_DIRECTORY`, credentials first, because it must say where
+        each value came from and warn when both were set.
+        """
+        return (init_settings,)
+
+    @cached_property
+    def database(self) -> DatabaseUrl | None:
+        """DATABASE_URL taken apart; None: embedded PostgreSQL in `state_dir`."""
+        return _parsed_url(self.database_secret)
+
+    @cached_property
+    def direct_database(self) -> DatabaseUrl | None:
+        """DIRECT_URL taken apart: a connection that bypasses PgBouncer."""
+        return _parsed_url(self.direct_database_secret)
+
+    @property
+    def effective_pool_size(self) -> int:
+        """Prisma's `connection_limit` in DATABASE_URL wins over JOBWARDEN_DB_POOL_SIZE."""
+        if self.database is not None and self.database.connection_limit is not None:
+            return self.database.connection_limit
+        return self.db_pool_size
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret string, for scrubbing log lines as a last line of defence."""
+        values: list[str] = []
+        for variable in VARIABLES:
+            secret = getattr(self, variable.attribute) if variable.secret else None
+            if isinstance(secret, Secret):
+                values.append(secret.reveal())
+        for url in (self.database, self.direct_database):
+            if url is not None and url.password:
+                values.append(url.password)
+        return tuple(v for v in values if len(v) >= 4)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(variable, printable value, source) for `jobwarden check-config`."""
+        rows: list[tuple[str, str, str]] = []
+        url_limit = self.database.connection_limit if self.database is not None else None
+        for variable in VARIABLES:
+            value = getattr(self, variable.attribute)
+            shown = "(unset)" if value is None or value == () else variable.kind.show(value)
+            source = self.sources.get(variable.name, "default")
+            if variable.name == "DATABASE_URL" and value is None:
+                shown = f"(unset: embedded PostgreSQL in {self.state_dir / 'postgres'})"
+            if variable.name == "JOBWARDEN_DB_POOL_SIZE" and url_limit is not None:
+                shown, source = str(url_limit), "DATABASE_URL connection_limit"
+            rows.append((variable.name, shown, source))
+        return rows
+
+
+def _parsed_url(url: Secret | None) -> DatabaseUrl | None:
+    # Already validated by _database_url, so this cannot fail.
+    return None if url is None else parse_database_url(url.reveal())
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable as `Settings` declares it."""
+
+    name: str
+    attribute: str  # of Settings
+    default: str | None  # as an operator would write it; None: unset or computed
+    secret: bool
+    meaning: str
+    default_text: str  # the default as README's table shows it
+    kind: _Kind[Any]
+
+
+def _declared_variables() -> tuple[Variable, ...]:
+    variables: list[Variable] = []
+    for attribute, info in Settings.model_fields.items():
+        if not isinstance(info.validation_alias, str):
+            continue  # systemd, sources, warnings: filled in by load_settings
+        extra = info.json_schema_extra
+        assert isinstance(extra, dict)
+        secret = extra["secret"] is True
+        holds_secret = info.annotation is Secret or (
+            isinstance(info.annotation, UnionType) and Secret in get_args(info.annotation)
+        )
+        if secret != holds_secret:
+            raise TypeError(f"{info.validation_alias}: a secret is held as a Secret, and only one")
+        default = info.default if isinstance(info.default, str) else None
+        shown = extra["default_text"]
+        variables.append(
+            Variable(
+                name=info.validation_alias,
+                attribute=attribute,
+                default=default,
+                secret=secret,
+                meaning=info.description or "",
+                default_text=shown
+                if isinstance(shown, str)
+                else ("unset" if default is None else f"`{default}`"),
+                kind=next(m for m in info.metadata if isinstance(m, _Kind)),
+            )
+        )
+    return tuple(variables)
+
+
+VARIABLES = _declared_variables()
+_BY_NAME = {variable.name: variable for variable in VARIABLES}
+SECRET_VARIABLES = tuple(variable.name for variable in VARIABLES if variable.secret)
+DEFAULTS: dict[str, str] = {variable.name: variable.default or "" for variable in VARIABLES}
+
+
+def markdown_table() -> str:
+    """README's configuration table, from the declarations."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for variable in VARIABLES:
+        meaning = f"{variable.meaning} **Secret.**" if variable.secret else variable.meaning
+        lines.append(f"| `{variable.name}` | {variable.default_text} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- Loading ---------------------------------------------------------------------------
 
 
 def systemd_env(environ: Mapping[str, str]) -> SystemdEnv:
@@ -333,87 +650,137 @@ def systemd_env(environ: Mapping[str, str]) -> SystemdEnv:
     )
 
 
-def _state_dir(environ: Mapping[str, str], reader: _Reader) -> Path:
-    explicit = reader.raw("JOBWARDEN_STATE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
+def _default_state_dir(environ: Mapping[str, str]) -> Path:
     systemd_dirs = environ.get("STATE_DIRECTORY", "")
     if systemd_dirs:
         return Path(systemd_dirs.split(":")[0])
     return Path(environ.get("HOME") or Path.home()) / ".local" / "state" / "jobwarden"
 
 
+@dataclass
+class _Read:
+    """The text of every declared variable that is set, and what reading it found."""
+
+    values: dict[str, str | Secret]
+    sources: dict[str, str]
+    problems: list[str]
+    warnings: list[str]
+
+
+def _read(environ: Mapping[str, str]) -> _Read:
+    """Each variable from its credential file, else from `environ`; empty counts as unset."""
+    read = _Read({}, {}, [], [])
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    for variable in VARIABLES:
+        name = variable.name
+        text, source = environ.get(name, "").strip() or None, "environment"
+        path = Path(directory) / name if directory and variable.secret else None
+        if path is not None and path.exists():
+            try:
+                credential = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                read.problems.append(
+                    f"{name}: cannot read credential file {path}: {type(exc).__name__}"
+                )
+                continue
+            if credential:
+                if text is not None:
+                    read.warnings.append(
+                        f"{name} is set both in the environment and as a credential; "
+                        "using the credential"
+                    )
+                text, source = credential, "credential"
+        if text is not None:
+            read.values[name] = Secret(text) if variable.secret else text
+            read.sources[name] = source
+    return read
+
+
+def _problem(error: ErrorDetails) -> str:
+    """`VARIABLE: message`, from the message our parser wrote (never pydantic's input)."""
+    name = ".".join(map(str, error["loc"])) or "configuration"
+    cause = error.get("ctx", {}).get("error")
+    return f"{name}: {cause if isinstance(cause, ValueError) else error['msg']}"
+
+
+def _validate(values: Mapping[str, Any]) -> tuple[Settings, list[str], set[str]]:
+    """The settings, a problem per invalid variable, and the names of those variables.
+
+    With invalid variables, validate again without them (their defaults stand in), so
+    the rules that combine variables can still be checked: every problem at once.
+    """
+    try:
+        return Settings(**values), [], set()
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+    invalid = {str(error["loc"][0]) for error in errors if error["loc"]}
+    settings = Settings(**{name: value for name, value in values.items() if name not in invalid})
+    return settings, [_problem(error) for error in errors], invalid
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _combined(
+    settings: Settings, given: set[str], invalid: set[str]
+) -> tuple[list[str], list[str]]:
+    """Problems and warnings of rules that combine variables; `given`: variables set."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    if "SENDGRID_API_KEY" in given:
+        for name in ("ALERT_EMAIL_FROM", "ALERT_EMAIL_RECIPIENTS"):
+            if name not in given:
+                problems.append(f"{name}: required when SENDGRID_API_KEY is set")
+    elif settings.alert_email_recipients:
+        warnings.append("ALERT_EMAIL_RECIPIENTS is set but SENDGRID_API_KEY is not: email is off")
+    if settings.webhook_secret is not None and settings.alert_webhook_url is None:
+        warnings.append("JOBWARDEN_WEBHOOK_SECRET is set but ALERT_WEBHOOK_URL is not")
+    if "JOBWARDEN_API_TOKEN" not in given and not _is_loopback(settings.http_host):
+        problems.append(
+            f"JOBWARDEN_API_TOKEN: required when JOBWARDEN_HTTP_HOST ({settings.http_host})"
+            " is not a loopback address"
+        )
+    windows = {
+        "JOBWARDEN_HISTORY_RETENTION",
+        "JOBWARDEN_BASELINE_WINDOW",
+        "JOBWARDEN_REGRESSION_WINDOW",
+    }
+    needed = settings.baseline_window + settings.regression_window
+    if not windows & invalid and settings.history_retention < needed:
+        problems.append(
+            "JOBWARDEN_HISTORY_RETENTION: must be at least JOBWARDEN_BASELINE_WINDOW +"
+            f" JOBWARDEN_REGRESSION_WINDOW ({format_duration(needed)}),"
+            f" not {format_duration(settings.history_retention)}"
+        )
+    return problems, warnings
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Parse and validate everything; raise ConfigError listing every problem."""
-    r = _Reader(environ)
-    database = r.parsed("DATABASE_URL", _database)
-    sendgrid_api_key = r.parsed("SENDGRID_API_KEY", Secret)
-    alert_email_from = r.parsed("ALERT_EMAIL_FROM", _email)
-    recipients = r.parsed("ALERT_EMAIL_RECIPIENTS", _recipients)
-    alert_webhook_url = r.parsed("ALERT_WEBHOOK_URL", _secret_url)
-    webhook_secret = r.parsed("JOBWARDEN_WEBHOOK_SECRET", _webhook_secret)
-    durations = {
-        name: r.parsed(name, _positive_duration)
-        for name in (
-            "JOBWARDEN_DB_CONNECT_TIMEOUT",
-            "JOBWARDEN_DB_RETRY_MAX_DELAY",
-            "JOBWARDEN_MIGRATION_LOCK_TIMEOUT",
-            "JOBWARDEN_SHUTDOWN_GRACE",
-            "JOBWARDEN_HTTP_CLIENT_TIMEOUT",
-        )
+    read = _read(environ)
+    values: dict[str, Any] = {
+        **read.values,
+        "systemd": systemd_env(environ),
+        "sources": read.sources,
     }
-    slack_webhook_url = r.parsed("SLACK_WEBHOOK_URL", _secret_url)
-    sendgrid_base_url = r.parsed("JOBWARDEN_SENDGRID_BASE_URL", _url)
-    http_host = r.parsed("JOBWARDEN_HTTP_HOST", str.strip)
-    http_port = r.parsed("JOBWARDEN_HTTP_PORT", _int_between(0, 65535))
-    log_level = r.parsed("JOBWARDEN_LOG_LEVEL", _choice(LOG_LEVELS))
-    log_format = r.parsed("JOBWARDEN_LOG_FORMAT", _choice(LOG_FORMATS))
-    db_pool_size = r.parsed("JOBWARDEN_DB_POOL_SIZE", _int_between(1, 1000))
-
-    if sendgrid_api_key is not None:
-        if alert_email_from is None and "ALERT_EMAIL_FROM" not in r.sources:
-            r.problems.append("ALERT_EMAIL_FROM: required when SENDGRID_API_KEY is set")
-        if recipients is None and "ALERT_EMAIL_RECIPIENTS" not in r.sources:
-            r.problems.append("ALERT_EMAIL_RECIPIENTS: required when SENDGRID_API_KEY is set")
-    elif recipients:
-        r.warnings.append("ALERT_EMAIL_RECIPIENTS is set but SENDGRID_API_KEY is not: email is off")
-    if webhook_secret is not None and alert_webhook_url is None:
-        r.warnings.append("JOBWARDEN_WEBHOOK_SECRET is set but ALERT_WEBHOOK_URL is not")
+    values.setdefault("JOBWARDEN_STATE_DIR", str(_default_state_dir(environ)))
+    settings, problems, invalid = _validate(values)
+    combined_problems, combined_warnings = _combined(settings, set(read.values), invalid)
+    problems = read.problems + problems + combined_problems
+    if problems:
+        raise ConfigError(problems)
+    warnings = read.warnings + combined_warnings
     for name in sorted(environ):
-        if name.startswith("JOBWARDEN_") and name not in DEFAULTS:
-            r.warnings.append(f"{name} is not a jobwarden setting and is ignored (a typo?)")
-
-    state_dir = _state_dir(environ, r)
-    if r.problems:
-        raise ConfigError(r.problems)
-    return Settings(
-        database=database[0] if database else None,
-        database_secret=database[1] if database else None,
-        alert_webhook_url=alert_webhook_url,
-        webhook_secret=webhook_secret,
-        sendgrid_api_key=sendgrid_api_key,
-        alert_email_from=alert_email_from,
-        alert_email_recipients=recipients or (),
-        state_dir=state_dir,
-        db_connect_timeout=_required(durations["JOBWARDEN_DB_CONNECT_TIMEOUT"]),
-        db_retry_max_delay=_required(durations["JOBWARDEN_DB_RETRY_MAX_DELAY"]),
-        migration_lock_timeout=_required(durations["JOBWARDEN_MIGRATION_LOCK_TIMEOUT"]),
-        shutdown_grace=_required(durations["JOBWARDEN_SHUTDOWN_GRACE"]),
-        http_client_timeout=_required(durations["JOBWARDEN_HTTP_CLIENT_TIMEOUT"]),
-        systemd=systemd_env(environ),
-        sources=dict(r.sources),
-        warnings=tuple(r.warnings),
-        slack_webhook_url=slack_webhook_url,
-        sendgrid_base_url=_required(sendgrid_base_url),
-        http_host=_required(http_host),
-        http_port=_required(http_port),
-        log_level=_required(log_level),
-        log_format=_required(log_format),
-        db_pool_size=_required(db_pool_size),
-    )
+        if name.startswith("JOBWARDEN_") and name not in _BY_NAME:
+            warnings.append(f"{name} is not a jobwarden setting and is ignored (a typo?)")
+    return settings.model_copy(update={"warnings": tuple(warnings)})
 
 
-def _required(value: T | None) -> T:
-    # Only reached when no problem was recorded, so every defaulted value parsed.
-    assert value is not None
-    return value
+if __name__ == "__main__":  # python -m jobwarden.config: README's table
+    sys.stdout.write(markdown_table())
