@@ -1,4 +1,4 @@
-"""What every periodic job and HTTP handler is handed: built once in `daemon.py`."""
+"""What every periodic pass and HTTP handler is handed: built once in `daemon.py`."""
 
 import time
 from dataclasses import dataclass, field
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from jobwarden.config import Settings
+from jobwarden.db.leader import Leadership
 from jobwarden.db.migrations import Migration
 from jobwarden.db.pool import Database
 from jobwarden.liveness import Liveness
@@ -20,4 +21,5 @@ class AppContext:
     notifier: Notifier
     liveness: Liveness
     migrations: tuple[Migration, ...]
+    leader: Leadership  # whether this replica runs the passes that judge and write
     started_at: float = field(default_factory=time.monotonic)

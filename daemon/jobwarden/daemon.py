@@ -18,13 +18,15 @@ from jobwarden.api.server import make_app, start_server
 from jobwarden.config import Settings
 from jobwarden.context import AppContext
 from jobwarden.db.embedded import start_embedded
+from jobwarden.db.leader import Leadership
 from jobwarden.db.migrations import Migration, apply_migrations, load_migrations
 from jobwarden.db.pool import Database, connect_with_retry
 from jobwarden.db.schema_check import verify_shared_tables
 from jobwarden.dsn import DatabaseUrl, parse_database_url
 from jobwarden.liveness import Liveness
 from jobwarden.logsetup import get_logger
-from jobwarden.runtime.scheduler import HEARTBEAT_SECONDS, JobScheduler
+from jobwarden.monitoring import baselines, evaluation
+from jobwarden.runtime.scheduler import HEARTBEAT_SECONDS, JobScheduler, PeriodicJob, heartbeat_job
 from jobwarden.sdnotify import Notifier
 from jobwarden.watchdog import run_watchdog
 
@@ -58,6 +60,29 @@ async def migrate_and_verify(
         )
         await verify_shared_tables(conn)
     log.info("database schema is current", applied_now=[m.filename for m in applied])
+
+
+def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
+    """Every periodic pass of the daemon: the one place they are registered."""
+    return [
+        heartbeat_job(),
+        PeriodicJob("evaluate", settings.poll_interval, evaluation.run_once, leader_only=True),
+        PeriodicJob("baselines", settings.baseline_interval, baselines.run_once, leader_only=True),
+    ]
+
+
+def leader_lock_url(settings: Settings, url: DatabaseUrl) -> DatabaseUrl | None:
+    """Where the leader lock is taken; None when no session lock can work (PgBouncer)."""
+    if settings.direct_database is not None:
+        return settings.direct_database
+    if url.pgbouncer:
+        log.warning(
+            "DATABASE_URL has pgbouncer=true and DIRECT_URL is unset: a session lock cannot "
+            "work through PgBouncer, so this replica assumes it is the only one; set "
+            "DIRECT_URL to run several"
+        )
+        return None
+    return url
 
 
 class Daemon:
@@ -123,6 +148,10 @@ class Daemon:
     async def _serve(self, db: Database) -> int:
         settings = self.settings
         timeout = aiohttp.ClientTimeout(total=settings.http_client_timeout, connect=10)
+        leader = Leadership(
+            leader_lock_url(settings, db.url), connect_timeout=settings.db_connect_timeout
+        )
+        leader_stop = asyncio.Event()
         async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as http:
             ctx = AppContext(
                 settings=settings,
@@ -131,11 +160,14 @@ class Daemon:
                 notifier=self.notifier,
                 liveness=self.liveness,
                 migrations=self.migrations,
+                leader=leader,
             )
-            self.scheduler = JobScheduler(ctx)
+            self.scheduler = JobScheduler(ctx, periodic_jobs(settings))
             runner, port = await start_server(
                 make_app(ctx, self.scheduler), settings.http_host, settings.http_port
             )
+            await leader.check()  # lead from the first pass when nobody else does
+            leading = asyncio.create_task(leader.run(leader_stop))
             try:
                 self.scheduler.start()
                 self.phase = Phase.RUNNING
@@ -144,6 +176,7 @@ class Daemon:
                     "jobwarden ready",
                     http=f"{settings.http_host}:{port}",
                     jobs=self.scheduler.job_names,
+                    role=leader.role,
                     watchdog=bool(settings.systemd.watchdog_usec),
                 )
                 await self.stop.wait()
@@ -151,6 +184,8 @@ class Daemon:
                 self.notifier.stopping("Stopping: finishing passes in flight")
             finally:
                 await self.scheduler.shutdown(grace=settings.shutdown_grace)
+                leader_stop.set()
+                await leading
                 await runner.cleanup()
         log.info("jobwarden stopped")
         return exitcodes.OK

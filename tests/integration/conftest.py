@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -9,6 +10,7 @@ import pytest
 
 from jobwarden.config import load_settings
 from jobwarden.context import AppContext
+from jobwarden.db.leader import Leadership
 from jobwarden.db.migrations import load_migrations
 from jobwarden.db.pool import Database, open_pool
 from jobwarden.liveness import Liveness
@@ -52,19 +54,29 @@ def state_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def ctx(migrated_dsn: str) -> AsyncIterator[AppContext]:
-    """What the daemon hands its jobs and handlers, on a migrated database of its own."""
-    settings = load_settings({"DATABASE_URL": migrated_dsn})
+@asynccontextmanager
+async def app_context(dsn: str, **env: str) -> AsyncIterator[AppContext]:
+    """An AppContext with a pool of its own on `dsn`; `env` sets configuration variables."""
+    settings = load_settings({"DATABASE_URL": dsn, **env})
     assert settings.database is not None
     db = Database(await open_pool(settings.database, settings), settings.database)
-    async with aiohttp.ClientSession() as http:
-        yield AppContext(
-            settings=settings,
-            db=db,
-            http=http,
-            notifier=Notifier(None),
-            liveness=Liveness(stale_after=15),
-            migrations=load_migrations(),
-        )
-    await db.close()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield AppContext(
+                settings=settings,
+                db=db,
+                http=http,
+                notifier=Notifier(None),
+                liveness=Liveness(stale_after=15),
+                migrations=load_migrations(),
+                leader=Leadership(None),
+            )
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+async def ctx(migrated_dsn: str) -> AsyncIterator[AppContext]:
+    """What the daemon hands its passes and handlers, on a migrated database of its own."""
+    async with app_context(migrated_dsn) as context:
+        yield context

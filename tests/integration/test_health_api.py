@@ -1,6 +1,7 @@
 """The health endpoints in-process, against a real database, in their failure states."""
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -29,7 +30,7 @@ async def test_full_health_follows_the_scheduler(ctx: AppContext) -> None:
         assert body["checks"]["database"]["status"] == "ok"
 
         scheduler.start()
-        await heartbeat(ctx)  # one pass, driven directly
+        await heartbeat(ctx, datetime.now(UTC))  # one pass, driven directly
         resp = await client.get("/api/health")
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["checks"]["scheduler"]["jobs"] == ["heartbeat"]
@@ -44,18 +45,18 @@ async def test_full_health_follows_the_scheduler(ctx: AppContext) -> None:
 async def test_pending_migrations_and_a_lost_database_make_health_fail(
     ctx: AppContext,
 ) -> None:
-    newer = Migration("0002", "later", "0002_later.sql", "SELECT 1", "x" * 64, True)
+    newer = Migration("0099", "later", "0099_later.sql", "SELECT 1", "x" * 64, True)
     ctx = replace(ctx, migrations=(*ctx.migrations, newer))
     scheduler = JobScheduler(ctx)
     scheduler.start()
-    await heartbeat(ctx)
+    await heartbeat(ctx, datetime.now(UTC))
     client = await client_for(ctx, scheduler)
     try:
         body = await (await client.get("/api/health")).json()
         assert body["checks"]["migrations"] == {
             "status": "error",
-            "schemaVersion": "0001",
-            "pending": ["0002_later.sql"],
+            "schemaVersion": ctx.migrations[-2].version,  # the shipped ones are applied
+            "pending": ["0099_later.sql"],
             "error": "migrations pending",
         }
         await ctx.db.pool.close()

@@ -1,6 +1,7 @@
 """Shutdown lets passes in flight finish within the grace period, and no longer."""
 
 import asyncio
+from datetime import datetime
 
 from jobwarden.context import AppContext
 from jobwarden.runtime.scheduler import JobScheduler, PeriodicJob
@@ -9,7 +10,7 @@ from jobwarden.runtime.scheduler import JobScheduler, PeriodicJob
 async def test_shutdown_waits_for_a_pass_in_flight_to_finish(ctx: AppContext) -> None:
     started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def slow_pass(_: AppContext) -> None:
+    async def slow_pass(_: AppContext, __: datetime) -> None:
         started.set()
         await release.wait()
         finished.set()
@@ -29,7 +30,7 @@ async def test_shutdown_waits_for_a_pass_in_flight_to_finish(ctx: AppContext) ->
 async def test_a_pass_outliving_the_grace_period_is_cancelled(ctx: AppContext) -> None:
     started, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def stuck_pass(_: AppContext) -> None:
+    async def stuck_pass(_: AppContext, __: datetime) -> None:
         started.set()
         try:
             await asyncio.Event().wait()
@@ -49,7 +50,7 @@ async def test_a_failing_pass_is_logged_and_the_scheduler_keeps_running(
 ) -> None:
     attempted = asyncio.Event()
 
-    async def failing_pass(_: AppContext) -> None:
+    async def failing_pass(_: AppContext, __: datetime) -> None:
         attempted.set()
         raise RuntimeError("boom")
 

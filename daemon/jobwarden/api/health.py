@@ -5,6 +5,9 @@
                               scheduler alive. 200 when all are ok, else 503.
 `GET /api/health/database`    latency, pool size/free, applied schema version.
 
+Every body says this replica's `role`: `leader` (runs the passes that judge and
+write), `follower` (stands by), or `single` (no lock possible: assumes it is alone).
+
 Every body has `status` ("ok" or "error") and, for the full check, one object per
 check under `checks`, each with its own `status` and, when failing, `error`.
 """
@@ -81,6 +84,7 @@ async def health(request: web.Request) -> web.Response:
     base = {
         "version": __version__,
         "uptimeSeconds": round(time.monotonic() - state.ctx.started_at, 3),
+        "role": state.ctx.leader.role,  # leader | follower | single
     }
     if _flag(request, "quick"):
         return web.json_response({"status": "ok", **base})

@@ -7,6 +7,7 @@ search_path is exactly X, as for the web app.
 """
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -87,10 +88,24 @@ class Database:
             self.pool.terminate()
 
 
-async def open_pool(url: DatabaseUrl, settings: Settings) -> asyncpg.Pool:
-    server_settings = {"TimeZone": "UTC", "application_name": url.application_name or "jobwarden"}
+async def use_json_codecs(conn: Conn) -> None:
+    """json and jsonb columns read as Python objects and accept them as parameters."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=json.dumps, decoder=json.loads, format="text"
+        )
+
+
+def session_settings(url: DatabaseUrl) -> dict[str, str]:
+    """Run-time settings of every jobwarden session: UTC, its name, Prisma's schema."""
+    settings = {"TimeZone": "UTC", "application_name": url.application_name or "jobwarden"}
     if url.schema:
-        server_settings["search_path"] = quote_ident(url.schema)
+        settings["search_path"] = quote_ident(url.schema)
+    return settings
+
+
+async def open_pool(url: DatabaseUrl, settings: Settings) -> asyncpg.Pool:
+    server_settings = session_settings(url)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url.dsn,
         min_size=1,
@@ -100,6 +115,7 @@ async def open_pool(url: DatabaseUrl, settings: Settings) -> asyncpg.Pool:
         statement_cache_size=0 if url.pgbouncer else 100,
         max_inactive_connection_lifetime=300,
         server_settings=server_settings,
+        init=use_json_codecs,
     )
     return pool
 

@@ -1,9 +1,12 @@
-"""Periodic jobs: the one place they are registered, and the APScheduler that runs them.
+"""Periodic passes and the APScheduler that runs them.
 
-Each job is a plain `async def run_once(ctx)` doing one pass; tests call it
-directly and APScheduler only decides when. A pass that raises is logged with
-its job name and duration; the next tick runs as usual. Passes in flight are
-tracked so shutdown can let them finish within the grace period.
+Each pass is a plain `async def run_once(ctx, now)`; tests call it directly with
+any `now`, and APScheduler only decides when. `daemon.py` registers them. A pass
+marked `leader_only` runs only on the replica that holds leadership; on the
+others its tick is skipped. Each pass ends in one log line with its outcome and
+duration (and the figures of its result's `log_fields()`); a pass that raises is
+logged the same way and the next tick runs as usual. Passes in flight are tracked
+so shutdown can let them finish within the grace period.
 """
 
 import asyncio
@@ -11,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -23,28 +27,33 @@ log = get_logger(__name__)
 HEARTBEAT_SECONDS = 5.0
 
 
+@runtime_checkable
+class PassResult(Protocol):
+    def log_fields(self) -> dict[str, object]: ...
+
+
 @dataclass(frozen=True)
 class PeriodicJob:
     name: str
     interval_seconds: float
-    run_once: Callable[[AppContext], Awaitable[object]]
+    run_once: Callable[[AppContext, datetime], Awaitable[object]]
     quiet: bool = False  # log successful passes at debug only
+    leader_only: bool = False  # judges and writes: one replica at a time
 
 
-async def heartbeat(ctx: AppContext) -> None:
+async def heartbeat(ctx: AppContext, now: datetime) -> None:
     """Proves the scheduler is alive: health and the systemd watchdog read it."""
     ctx.liveness.beat()
 
 
-def periodic_jobs() -> list[PeriodicJob]:
-    """Every periodic job of the daemon. Later features add theirs here."""
-    return [PeriodicJob("heartbeat", HEARTBEAT_SECONDS, heartbeat, quiet=True)]
+def heartbeat_job() -> PeriodicJob:
+    return PeriodicJob("heartbeat", HEARTBEAT_SECONDS, heartbeat, quiet=True)
 
 
 class JobScheduler:
     def __init__(self, ctx: AppContext, jobs: list[PeriodicJob] | None = None) -> None:
         self._ctx = ctx
-        self._jobs = jobs if jobs is not None else periodic_jobs()
+        self._jobs = jobs if jobs is not None else [heartbeat_job()]
         self._in_flight: dict[asyncio.Task[object], str] = {}  # task -> job name
         self._scheduler = AsyncIOScheduler(
             timezone=UTC,
@@ -94,26 +103,35 @@ class JobScheduler:
                 await asyncio.wait(pending, timeout=5)
         self._scheduler.shutdown(wait=False)
 
+    async def tick(self, name: str) -> None:
+        """Run the named pass once, exactly as a scheduled tick would."""
+        await self._run(next(job for job in self._jobs if job.name == name))
+
     async def _run(self, job: PeriodicJob) -> None:
+        if job.leader_only and not self._ctx.leader.is_leader:
+            log.debug("skipping pass: another replica leads", job=job.name)
+            return
         task = asyncio.current_task()
         if task is not None:
             self._in_flight[task] = job.name
         started = time.monotonic()
         try:
-            await job.run_once(self._ctx)
+            result = await job.run_once(self._ctx, datetime.now(UTC))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception(
-                "periodic job failed",
+                "pass failed",
                 job=job.name,
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
         else:
+            fields = result.log_fields() if isinstance(result, PassResult) else {}
             (log.debug if job.quiet else log.info)(
-                "periodic job finished",
+                "pass finished",
                 job=job.name,
                 duration_ms=round((time.monotonic() - started) * 1000),
+                **fields,
             )
         finally:
             if task is not None:

@@ -1,0 +1,1 @@
+"""Alerts: the store of the shared `alerts` table (dedup, resolve); fan-out comes later."""

@@ -1,0 +1,1 @@
+"""Watching the jobs: sampling job_metrics, history, expectations, rules, baselines."""

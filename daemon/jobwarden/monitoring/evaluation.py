@@ -1,0 +1,106 @@
+"""The evaluation pass: sample job_metrics, judge every job, write the alerts.
+
+Runs every `JOBWARDEN_POLL_INTERVAL` on the leader. `run_once(ctx, now)` is one
+whole pass; the clock is its parameter, so tests drive it with any `now`.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from jobwarden.alerts.store import Signal, SyncResult, sync_alerts
+from jobwarden.config import Settings
+from jobwarden.context import AppContext
+from jobwarden.db.pg import Conn
+from jobwarden.monitoring.baselines import baseline_averages
+from jobwarden.monitoring.expectations import list_expectations
+from jobwarden.monitoring.history import recent_windows
+from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Verdict, Window
+from jobwarden.monitoring.rules import evaluate
+from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
+
+
+def default_knobs(settings: Settings) -> Knobs:
+    return Knobs(
+        failure_threshold=settings.failure_threshold,
+        failure_rate=settings.failure_rate,
+        failure_window=settings.failure_window,
+        failure_min_executions=settings.failure_min_executions,
+        grace=settings.default_grace,
+        regression_factor=settings.regression_factor,
+        regression_window=settings.regression_window,
+        regression_min_executions=settings.regression_min_executions,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    sampling: SamplingResult
+    verdict: Verdict
+    alerts: SyncResult
+
+    def log_fields(self) -> dict[str, object]:
+        return {
+            "jobs": len(self.verdict.jobs),
+            "runs": sum(d.executions for d in self.sampling.deltas),
+            "failures": sum(d.failures for d in self.sampling.deltas),
+            "firing": len(self.verdict.findings),
+            "raised": len(self.alerts.raised),
+            "resolved": len(self.alerts.resolved),
+            "resets": self.sampling.resets,
+        }
+
+
+def signal(finding: Finding) -> Signal:
+    return Signal(
+        fingerprint=finding.fingerprint,
+        type=finding.rule.value,
+        severity=finding.severity,
+        title=finding.title,
+        message=finding.message,
+        job_id=finding.job_id,
+        details=finding.figures,
+    )
+
+
+async def gather_facts(
+    conn: Conn, samples: dict[str, Sample], now: datetime, knobs: Knobs
+) -> list[JobFacts]:
+    """What the rules need of every job: seen in job_metrics or expected to appear."""
+    expectations = await list_expectations(conn)
+    windows = await recent_windows(conn, now, knobs.failure_window, knobs.regression_window)
+    baselines = await baseline_averages(conn)
+    facts = []
+    for job_id in sorted(samples.keys() | expectations.keys()):
+        sample = samples.get(job_id)
+        failure_window, regression_window = windows.get(job_id, (Window(), Window()))
+        facts.append(
+            JobFacts(
+                job_id=job_id,
+                seen=sample is not None,
+                last_execution_at=sample.last_execution_at if sample else None,
+                last_success_at=sample.last_success_at if sample else None,
+                last_failure_at=sample.last_failure_at if sample else None,
+                failure_streak=sample.failure_streak if sample else 0,
+                failure_window=failure_window,
+                regression_window=regression_window,
+                baseline_avg_ms=baselines.get(job_id),
+                expectation=expectations.get(job_id),
+            )
+        )
+    return facts
+
+
+async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:
+    knobs = default_knobs(ctx.settings)
+    async with ctx.db.connection() as conn:
+        sampling = await sample_jobs(conn, now)
+        facts = await gather_facts(conn, sampling.samples, now, knobs)
+        verdict = evaluate(facts, knobs, now)
+        alerts = await sync_alerts(
+            conn,
+            [signal(f) for f in verdict.findings.values()],
+            verdict.held,
+            now,
+            resolve_after=ctx.settings.resolve_after,
+        )
+    return EvaluationResult(sampling=sampling, verdict=verdict, alerts=alerts)

@@ -1,0 +1,257 @@
+"""Expectations per job: schedule, grace and thresholds, kept in `jobwarden.job_expectations`.
+
+The CLI (`jobwarden jobs ...`) and the HTTP API (`/api/jobs/...`) both call these
+functions: one implementation, two doors. Input is validated here, every problem
+named by its field, before anything is written. A running daemon reads the table
+on every pass, so a change takes effect on the next one.
+"""
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from jobwarden.db.pg import Conn
+from jobwarden.durations import parse_duration
+from jobwarden.monitoring.model import Expectation
+from jobwarden.monitoring.schedule import Schedule, cron_trigger, parse_timezone
+
+MAX_JOB_ID_LENGTH = 200
+
+COLUMNS = """job_id, every_seconds, cron, timezone, grace_seconds, failure_threshold,
+    failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at"""
+
+UPSERT = f"""
+INSERT INTO jobwarden.job_expectations ({COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+ON CONFLICT (job_id) DO UPDATE SET
+    every_seconds = excluded.every_seconds, cron = excluded.cron, timezone = excluded.timezone,
+    grace_seconds = excluded.grace_seconds, failure_threshold = excluded.failure_threshold,
+    failure_rate = excluded.failure_rate, regression_factor = excluded.regression_factor,
+    paused = excluded.paused, maintenance_until = excluded.maintenance_until,
+    updated_at = excluded.updated_at
+RETURNING {COLUMNS}
+"""
+
+
+class InvalidExpectation(ValueError):
+    """Input that cannot be stored; `problems` pairs each field with what is wrong."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ExpectationChange:
+    """Fields to change; None leaves a field as it is. `every` and `cron` replace each other."""
+
+    every: float | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    grace: float | None = None
+    failure_threshold: int | None = None
+    failure_rate: float | None = None
+    regression_factor: float | None = None
+
+
+def _duration(value: object, *, positive: bool) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise ValueError("must be greater than zero" if positive else "must not be negative")
+    return seconds
+
+
+def _positive_int(value: object) -> int:
+    text = str(value).strip()
+    digits = text.isascii() and text.isdigit()
+    if isinstance(value, bool) or not (isinstance(value, int) or digits):
+        raise ValueError(f"must be a positive integer, not {value!r}")
+    number = value if isinstance(value, int) else int(text)
+    if number < 1:
+        raise ValueError(f"must be a positive integer, not {value!r}")
+    return number
+
+
+def _number(value: object, low: float, high: float, *, include_low: bool) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value) if isinstance(value, int | float) else float(str(value))
+    except ValueError:
+        raise ValueError(f"must be a number, not {value!r}") from None
+    above = number >= low if include_low else number > low
+    if not (math.isfinite(number) and above and number <= high):
+        bound = "at least" if include_low else "greater than"
+        top = "" if math.isinf(high) else f" and at most {high:g}"
+        raise ValueError(f"must be {bound} {low:g}{top}, not {value!r}")
+    return number
+
+
+def validate_job_id(job_id: str) -> str:
+    if not job_id.strip():
+        raise InvalidExpectation([("job", "must not be empty")])
+    if len(job_id) > MAX_JOB_ID_LENGTH or any(ord(c) < 32 for c in job_id):
+        raise InvalidExpectation([("job", f"at most {MAX_JOB_ID_LENGTH} printable characters")])
+    return job_id
+
+
+def parse_change(raw: Mapping[str, Any]) -> ExpectationChange:
+    """Validate raw values (strings from flags, JSON values over HTTP); all problems at once."""
+    problems: list[tuple[str, str]] = []
+    parsed: dict[str, Any] = {}
+    parsers: dict[str, Callable[[Any], Any]] = {
+        "every": lambda v: _duration(v, positive=True),
+        "cron": lambda v: str(v).strip(),
+        "timezone": lambda v: parse_timezone(str(v).strip()).key,
+        "grace": lambda v: _duration(v, positive=False),
+        "failure_threshold": _positive_int,
+        "failure_rate": lambda v: _number(v, 0, 1, include_low=False),
+        "regression_factor": lambda v: _number(v, 1, math.inf, include_low=False),
+    }
+    for name, value in raw.items():
+        if value is None:
+            continue
+        parse = parsers.get(name)
+        if parse is None:
+            problems.append((name, "is not an expectation field"))
+            continue
+        try:
+            parsed[name] = parse(value)
+        except ValueError as exc:
+            problems.append((name, str(exc)))
+    if parsed.get("every") is not None and parsed.get("cron") is not None:
+        problems.append(("cron", "give either every or cron, not both"))
+    if parsed.get("timezone") is not None and parsed.get("every") is not None:
+        problems.append(("timezone", "only applies to cron"))
+    if isinstance(parsed.get("cron"), str) and not any(n == "cron" for n, _ in problems):
+        try:
+            cron_trigger(parsed["cron"], parsed.get("timezone") or "UTC")
+        except ValueError as exc:
+            problems.append(("cron", str(exc)))
+    if problems:
+        raise InvalidExpectation(problems)
+    return ExpectationChange(**parsed)
+
+
+def apply_change(current: Expectation, change: ExpectationChange) -> Expectation:
+    schedule = current.schedule
+    if change.every is not None:
+        schedule = Schedule(every=change.every)
+    elif change.cron is not None:  # the time zone stays unless given
+        schedule = Schedule(cron=change.cron, timezone=change.timezone or schedule.timezone)
+    elif change.timezone is not None:
+        if schedule.cron is None:
+            raise InvalidExpectation([("timezone", "only applies to a cron schedule")])
+        schedule = replace(schedule, timezone=change.timezone)
+    return replace(
+        current,
+        schedule=schedule,
+        grace=current.grace if change.grace is None else change.grace,
+        failure_threshold=change.failure_threshold or current.failure_threshold,
+        failure_rate=change.failure_rate or current.failure_rate,
+        regression_factor=change.regression_factor or current.regression_factor,
+    )
+
+
+def from_row(row: Mapping[str, Any]) -> Expectation:
+    return Expectation(
+        job_id=row["job_id"],
+        schedule=Schedule(
+            every=row["every_seconds"], cron=row["cron"], timezone=row["timezone"] or "UTC"
+        ),
+        grace=row["grace_seconds"],
+        failure_threshold=row["failure_threshold"],
+        failure_rate=row["failure_rate"],
+        regression_factor=row["regression_factor"],
+        paused=row["paused"],
+        maintenance_until=row["maintenance_until"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def list_expectations(conn: Conn) -> dict[str, Expectation]:
+    rows = await conn.fetch(f"SELECT {COLUMNS} FROM jobwarden.job_expectations ORDER BY job_id")
+    return {row["job_id"]: from_row(row) for row in rows}
+
+
+async def get_expectation(conn: Conn, job_id: str) -> Expectation | None:
+    row = await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM jobwarden.job_expectations WHERE job_id = $1", job_id
+    )
+    return None if row is None else from_row(row)
+
+
+async def _update(conn: Conn, job_id: str, now: datetime, change: Any) -> Expectation:
+    """Read-modify-write one expectation under a row lock; `change(current) -> new`."""
+    validate_job_id(job_id)
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {COLUMNS} FROM jobwarden.job_expectations WHERE job_id = $1 FOR UPDATE",
+            job_id,
+        )
+        current = from_row(row) if row else Expectation(job_id=job_id, created_at=now)
+        new: Expectation = change(current)
+        stored = await conn.fetchrow(
+            UPSERT,
+            job_id,
+            new.schedule.every,
+            new.schedule.cron,
+            new.schedule.timezone,
+            new.grace,
+            new.failure_threshold,
+            new.failure_rate,
+            new.regression_factor,
+            new.paused,
+            new.maintenance_until,
+            now,
+        )
+    assert stored is not None
+    return from_row(stored)
+
+
+async def set_expectation(
+    conn: Conn, job_id: str, change: ExpectationChange, now: datetime
+) -> Expectation:
+    return await _update(conn, job_id, now, lambda current: apply_change(current, change))
+
+
+async def unset_expectation(conn: Conn, job_id: str) -> bool:
+    """Forget everything set for the job; False when nothing was set."""
+    deleted = await conn.fetchval(
+        "DELETE FROM jobwarden.job_expectations WHERE job_id = $1 RETURNING job_id", job_id
+    )
+    return deleted is not None
+
+
+async def pause(conn: Conn, job_id: str, now: datetime) -> Expectation:
+    return await _update(conn, job_id, now, lambda current: replace(current, paused=True))
+
+
+async def resume(conn: Conn, job_id: str, now: datetime) -> Expectation:
+    """Unpause and end any maintenance window."""
+    return await _update(
+        conn, job_id, now, lambda c: replace(c, paused=False, maintenance_until=None)
+    )
+
+
+def parse_until(value: object, now: datetime) -> datetime:
+    """An ISO 8601 time in the future; without an offset it is taken as UTC."""
+    try:
+        until = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidExpectation(
+            [("until", f"expected an ISO 8601 time such as 2026-12-01T06:00Z, not {value!r}")]
+        ) from None
+    until = until.replace(tzinfo=UTC) if until.tzinfo is None else until.astimezone(UTC)
+    if until <= now:
+        raise InvalidExpectation([("until", "is in the past")])
+    return until
+
+
+async def maintenance(conn: Conn, job_id: str, until: datetime, now: datetime) -> Expectation:
+    return await _update(conn, job_id, now, lambda c: replace(c, maintenance_until=until))

@@ -1,0 +1,276 @@
+"""Sampling `job_metrics`: what happened to each job since the previous pass.
+
+The web app's runner keeps one row per job and increments its counters. Each pass
+reads every row, compares it with the previous sample kept in
+`jobwarden.job_samples`, and records the difference (executions, successes,
+failures, duration of the new runs, a grown maximum, the newest execution) in
+`jobwarden.job_history`, only for jobs where something happened.
+
+A counter that went down, or a row deleted and created again (another `id`), is
+a reset: the new reading becomes the sample and nothing is recorded, so no false
+alert follows. A job seen for the first time is sampled the same way.
+
+The whole pass runs in one transaction under a transaction-level advisory lock,
+so two evaluators racing each other cannot both record the same runs.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from jobwarden.db.pg import Conn
+from jobwarden.db.prisma import from_prisma, to_prisma
+
+# Transaction advisory lock key: ASCII "JWSAMPLE".
+SAMPLING_LOCK_KEY = 0x4A5753414D504C45
+
+READ_METRICS = """
+SELECT "jobId" AS job_id, id AS row_id, "createdAt" AS row_created_at,
+       "totalExecutions" AS total_executions, "successCount" AS success_count,
+       "failureCount" AS failure_count, "totalDurationMs" AS total_duration_ms,
+       "maxDurationMs" AS max_duration_ms, "lastExecutionAt" AS last_execution_at,
+       "lastSuccessAt" AS last_success_at, "lastFailureAt" AS last_failure_at
+FROM job_metrics
+"""
+
+READ_SAMPLES = """
+SELECT job_id, row_id, row_created_at, total_executions, success_count, failure_count,
+       total_duration_ms, max_duration_ms, last_execution_at, last_success_at,
+       last_failure_at, failure_streak, first_seen_at, sampled_at, resets
+FROM jobwarden.job_samples
+"""
+
+WRITE_SAMPLES = """
+INSERT INTO jobwarden.job_samples AS s (
+    job_id, row_id, row_created_at, total_executions, success_count, failure_count,
+    total_duration_ms, max_duration_ms, last_execution_at, last_success_at, last_failure_at,
+    failure_streak, first_seen_at, sampled_at, resets)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp[], $4::int[], $5::int[], $6::int[],
+                     $7::bigint[], $8::int[], $9::timestamp[], $10::timestamp[], $11::timestamp[],
+                     $12::int[], $13::timestamptz[], $14::timestamptz[], $15::int[])
+ON CONFLICT (job_id) DO UPDATE SET
+    row_id = excluded.row_id, row_created_at = excluded.row_created_at,
+    total_executions = excluded.total_executions, success_count = excluded.success_count,
+    failure_count = excluded.failure_count, total_duration_ms = excluded.total_duration_ms,
+    max_duration_ms = excluded.max_duration_ms, last_execution_at = excluded.last_execution_at,
+    last_success_at = excluded.last_success_at, last_failure_at = excluded.last_failure_at,
+    failure_streak = excluded.failure_streak, sampled_at = excluded.sampled_at,
+    resets = excluded.resets
+"""
+
+WRITE_HISTORY = """
+INSERT INTO jobwarden.job_history AS h (
+    job_id, sampled_at, executions, successes, failures, duration_ms, max_duration_ms,
+    last_execution_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::int[],
+                     $6::bigint[], $7::int[], $8::timestamp[])
+ON CONFLICT (job_id, sampled_at) DO UPDATE SET
+    executions = h.executions + excluded.executions,
+    successes = h.successes + excluded.successes,
+    failures = h.failures + excluded.failures,
+    duration_ms = h.duration_ms + excluded.duration_ms,
+    max_duration_ms = greatest(h.max_duration_ms, excluded.max_duration_ms),
+    last_execution_at = greatest(h.last_execution_at, excluded.last_execution_at)
+"""
+
+FORGET_SAMPLES = "DELETE FROM jobwarden.job_samples WHERE NOT (job_id = ANY($1::text[]))"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One `job_metrics` row as read, timestamps aware UTC."""
+
+    job_id: str
+    row_id: str
+    row_created_at: datetime
+    total_executions: int
+    success_count: int
+    failure_count: int
+    total_duration_ms: int
+    max_duration_ms: int
+    last_execution_at: datetime | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Sample(Reading):
+    """The last reading of a job, with what jobwarden derived from the readings so far."""
+
+    failure_streak: int
+    first_seen_at: datetime
+    sampled_at: datetime
+    resets: int = 0
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What happened to one job between two passes."""
+
+    job_id: str
+    executions: int
+    successes: int
+    failures: int
+    duration_ms: int
+    max_duration_ms: int | None  # the new maximum, when it grew
+    last_execution_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SamplingResult:
+    samples: dict[str, Sample]  # job id -> the sample after this pass
+    deltas: list[Delta]
+    resets: list[str]  # job ids whose counters were reset
+    new_jobs: list[str]
+
+
+def _is_reset(previous: Sample, reading: Reading) -> bool:
+    return previous.row_id != reading.row_id or any(
+        now < before
+        for now, before in (
+            (reading.total_executions, previous.total_executions),
+            (reading.success_count, previous.success_count),
+            (reading.failure_count, previous.failure_count),
+            (reading.total_duration_ms, previous.total_duration_ms),
+        )
+    )
+
+
+def _streak(previous: Sample, reading: Reading, successes: int, failures: int) -> int:
+    """Failures since the last success, as far as counters can tell (a lower bound).
+
+    When successes and failures both happened since the last pass, their order is
+    unknown: the last failure after the last success means at least one.
+    """
+    if successes == 0:
+        return previous.failure_streak + failures
+    failed_last = (
+        failures > 0
+        and reading.last_failure_at is not None
+        and (reading.last_success_at is None or reading.last_failure_at > reading.last_success_at)
+    )
+    return 1 if failed_last else 0
+
+
+def compare(
+    previous: Sample | None, reading: Reading, now: datetime
+) -> tuple[Sample, Delta | None]:
+    """The new sample of a job and what happened since `previous` (None: nothing known)."""
+    fresh = Sample(**vars(reading), failure_streak=0, first_seen_at=now, sampled_at=now)
+    if previous is None:
+        return fresh, None
+    if _is_reset(previous, reading):
+        return replace(
+            fresh, first_seen_at=previous.first_seen_at, resets=previous.resets + 1
+        ), None
+    successes = reading.success_count - previous.success_count
+    failures = reading.failure_count - previous.failure_count
+    executions = max(reading.total_executions - previous.total_executions, successes + failures)
+    sample = Sample(
+        **vars(reading),
+        failure_streak=_streak(previous, reading, successes, failures),
+        first_seen_at=previous.first_seen_at,
+        sampled_at=now,
+        resets=previous.resets,
+    )
+    if executions == 0:
+        return sample, None
+    return sample, Delta(
+        job_id=reading.job_id,
+        executions=executions,
+        successes=successes,
+        failures=failures,
+        duration_ms=reading.total_duration_ms - previous.total_duration_ms,
+        max_duration_ms=(
+            reading.max_duration_ms if reading.max_duration_ms > previous.max_duration_ms else None
+        ),
+        last_execution_at=reading.last_execution_at,
+    )
+
+
+def _aware(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: from_prisma(value) if isinstance(value, datetime) and value.tzinfo is None else value
+        for key, value in row.items()
+    }
+
+
+def _changed(before: Sample | None, after: Sample) -> bool:
+    return before is None or replace(before, sampled_at=after.sampled_at) != after
+
+
+async def read_samples(conn: Conn) -> dict[str, Sample]:
+    """The latest sample of every job, as the last pass left it."""
+    return {r["job_id"]: Sample(**_aware(r)) for r in await conn.fetch(READ_SAMPLES)}
+
+
+async def sample_jobs(conn: Conn, now: datetime) -> SamplingResult:
+    """Read every job_metrics row, record what happened since the last pass, in one transaction."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SAMPLING_LOCK_KEY)
+        readings = [Reading(**_aware(r)) for r in await conn.fetch(READ_METRICS)]
+        previous = await read_samples(conn)
+        samples: dict[str, Sample] = {}
+        deltas: list[Delta] = []
+        resets: list[str] = []
+        new_jobs: list[str] = []
+        changed: list[Sample] = []
+        for reading in readings:
+            before = previous.get(reading.job_id)
+            sample, delta = compare(before, reading, now)
+            samples[reading.job_id] = sample
+            if before is None:
+                new_jobs.append(reading.job_id)
+            elif sample.resets != before.resets:
+                resets.append(reading.job_id)
+            if delta is not None:
+                deltas.append(delta)
+            if _changed(before, sample):
+                changed.append(sample)
+        if changed:
+            await _write_samples(conn, changed)
+        if deltas:
+            await _write_history(conn, deltas, now)
+        if previous.keys() - samples.keys():  # rows deleted from job_metrics
+            await conn.execute(FORGET_SAMPLES, list(samples))
+    return SamplingResult(samples=samples, deltas=deltas, resets=resets, new_jobs=new_jobs)
+
+
+def _prisma_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else to_prisma(moment)
+
+
+async def _write_samples(conn: Conn, samples: Sequence[Sample]) -> None:
+    await conn.execute(
+        WRITE_SAMPLES,
+        [s.job_id for s in samples],
+        [s.row_id for s in samples],
+        [to_prisma(s.row_created_at) for s in samples],
+        [s.total_executions for s in samples],
+        [s.success_count for s in samples],
+        [s.failure_count for s in samples],
+        [s.total_duration_ms for s in samples],
+        [s.max_duration_ms for s in samples],
+        [_prisma_or_none(s.last_execution_at) for s in samples],
+        [_prisma_or_none(s.last_success_at) for s in samples],
+        [_prisma_or_none(s.last_failure_at) for s in samples],
+        [s.failure_streak for s in samples],
+        [s.first_seen_at for s in samples],
+        [s.sampled_at for s in samples],
+        [s.resets for s in samples],
+    )
+
+
+async def _write_history(conn: Conn, deltas: Sequence[Delta], now: datetime) -> None:
+    await conn.execute(
+        WRITE_HISTORY,
+        [d.job_id for d in deltas],
+        [now] * len(deltas),
+        [d.executions for d in deltas],
+        [d.successes for d in deltas],
+        [d.failures for d in deltas],
+        [d.duration_ms for d in deltas],
+        [d.max_duration_ms for d in deltas],
+        [_prisma_or_none(d.last_execution_at) for d in deltas],
+    )

@@ -1,0 +1,55 @@
+"""The web app's side of the shared tables, as its job runner and Prisma write them."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from jobwarden.db.pg import Conn
+from jobwarden.db.prisma import to_prisma
+
+# What the runner's `prisma.jobMetrics.upsert` does after each execution.
+RECORD_RUN = """
+INSERT INTO job_metrics AS m (id, "jobId", "totalExecutions", "successCount", "failureCount",
+    "totalDurationMs", "minDurationMs", "maxDurationMs", "lastExecutionAt", "lastSuccessAt",
+    "lastFailureAt", "updatedAt")
+VALUES ($1, $2, 1, $3::int, 1 - $3::int, $4::int, $4::int, $4::int, $5::timestamp,
+        CASE WHEN $3::int = 1 THEN $5::timestamp END,
+        CASE WHEN $3::int = 0 THEN $5::timestamp END, $5::timestamp)
+ON CONFLICT ("jobId") DO UPDATE SET
+    "totalExecutions" = m."totalExecutions" + 1,
+    "successCount" = m."successCount" + $3::int,
+    "failureCount" = m."failureCount" + 1 - $3::int,
+    "totalDurationMs" = m."totalDurationMs" + $4,
+    "minDurationMs" = least(m."minDurationMs", $4),
+    "maxDurationMs" = greatest(m."maxDurationMs", $4),
+    "lastExecutionAt" = $5::timestamp,
+    "lastSuccessAt" = CASE WHEN $3::int = 1 THEN $5::timestamp ELSE m."lastSuccessAt" END,
+    "lastFailureAt" = CASE WHEN $3::int = 0 THEN $5::timestamp ELSE m."lastFailureAt" END,
+    "updatedAt" = $5::timestamp
+"""
+
+
+async def record_run(
+    conn: Conn, job_id: str, at: datetime, *, ok: bool = True, duration_ms: int = 100
+) -> None:
+    await conn.execute(
+        RECORD_RUN, f"c{uuid.uuid4().hex[:24]}", job_id, int(ok), duration_ms, to_prisma(at)
+    )
+
+
+async def record_runs(
+    conn: Conn, job_id: str, at: datetime, count: int, *, ok: bool = True, duration_ms: int = 100
+) -> None:
+    for _ in range(count):
+        await record_run(conn, job_id, at, ok=ok, duration_ms=duration_ms)
+
+
+async def alerts(conn: Conn, **where: Any) -> list[dict[str, Any]]:
+    """Rows of the shared alerts table, oldest first; `type="job_failure"` filters."""
+    rows = await conn.fetch('SELECT * FROM alerts ORDER BY "createdAt", id')
+    found = [dict(row) for row in rows]
+    return [row for row in found if all(row[k] == v for k, v in where.items())]
+
+
+async def open_alerts(conn: Conn) -> list[dict[str, Any]]:
+    return [row for row in await alerts(conn) if not row["resolved"]]
