@@ -1,6 +1,8 @@
 """JSON errors for every failure the API returns: `{"error": …, "field": …}`."""
 
+import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -10,14 +12,22 @@ log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _body(field: str, message: str, extra: dict[str, Any]) -> str:
+    return json.dumps({"error": message, "field": field, **extra})
+
+
 class BadRequest(web.HTTPBadRequest):
     """A 400 naming the offending field."""
 
+    def __init__(self, field: str, message: str, **extra: Any) -> None:
+        super().__init__(text=_body(field, message, extra), content_type="application/json")
+
+
+class NotFound(web.HTTPNotFound):
+    """A 404 for a resource named by a field (a job id, say)."""
+
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(
-            text=web.json_response({"error": message, "field": field}).text,
-            content_type="application/json",
-        )
+        super().__init__(text=_body(field, message, {}), content_type="application/json")
 
 
 @web.middleware

@@ -2,7 +2,8 @@
 
 from aiohttp import web
 
-from jobwarden.api import health
+from jobwarden.api import health, jobs, metrics
+from jobwarden.api.auth import require_token_for_writes
 from jobwarden.api.errors import json_errors
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.context import AppContext
@@ -10,9 +11,14 @@ from jobwarden.runtime.scheduler import JobScheduler
 
 
 def make_app(ctx: AppContext, scheduler: JobScheduler) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[json_errors, require_token_for_writes(ctx.settings.api_token)],
+        client_max_size=1024**2,
+    )
     app[API_STATE] = ApiState(ctx, scheduler)
     health.add_routes(app)
+    jobs.add_routes(app)
+    metrics.add_routes(app)
     return app
 
 

@@ -1,0 +1,174 @@
+"""`/api/jobs/...`: the same operations as `jobwarden jobs ...`, and `/api/health/jobs`.
+
+GET    /api/jobs                      every job seen or expected, status and cadence
+GET    /api/jobs/{job}                one job in full (404 when unknown)
+PUT    /api/jobs/{job}                set an expectation: JSON with any of every, cron,
+                                      timezone, grace, failureThreshold, failureRate,
+                                      regressionFactor
+DELETE /api/jobs/{job}                forget the expectation (404 when none)
+POST   /api/jobs/{job}/pause          raise nothing for the job until resumed
+POST   /api/jobs/{job}/resume         unpause, end maintenance
+POST   /api/jobs/{job}/maintenance    JSON {"until": ISO time}
+GET    /api/health/jobs               each job's status; 200 when none is late, failing
+                                      or slow (paused and maintenance are deliberate), else 503
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from jobwarden.api.errors import BadRequest, NotFound
+from jobwarden.api.state import API_STATE, ApiState
+from jobwarden.monitoring import expectations
+from jobwarden.monitoring.expectations import InvalidExpectation
+from jobwarden.monitoring.model import JobStatus
+from jobwarden.monitoring.status import iso, judge_jobs, list_jobs, show_job
+
+# HTTP field name -> expectation field
+_FIELDS = {
+    "every": "every",
+    "cron": "cron",
+    "timezone": "timezone",
+    "grace": "grace",
+    "failureThreshold": "failure_threshold",
+    "failureRate": "failure_rate",
+    "regressionFactor": "regression_factor",
+}
+_HTTP_NAME = {field: name for name, field in _FIELDS.items()}
+_OK_STATUSES = {JobStatus.HEALTHY, JobStatus.PAUSED, JobStatus.MAINTENANCE}
+
+
+def _state(request: web.Request) -> ApiState:
+    return request.app[API_STATE]
+
+
+def _invalid(exc: InvalidExpectation) -> BadRequest:
+    field, message = exc.problems[0]
+    name = _HTTP_NAME.get(field, field)
+    problems = [{"field": _HTTP_NAME.get(f, f), "error": m} for f, m in exc.problems]
+    return BadRequest(name, f"{name} {message}", problems=problems)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("body", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body", "the body must be a JSON object")
+    return body
+
+
+def _job(request: web.Request) -> str:
+    job_id = request.match_info["job"]
+    try:
+        return expectations.validate_job_id(job_id)
+    except InvalidExpectation as exc:
+        raise _invalid(exc) from None
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    state = _state(request)
+    async with state.ctx.db.connection() as conn:
+        jobs = await list_jobs(conn, state.ctx.settings, datetime.now(UTC))
+    return web.json_response({"jobs": jobs})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    state, job_id = _state(request), _job(request)
+    async with state.ctx.db.connection() as conn:
+        job = await show_job(conn, state.ctx.settings, datetime.now(UTC), job_id)
+    if job is None:
+        raise NotFound("job", f"no job {job_id!r} has been seen or expected")
+    return web.json_response(job)
+
+
+async def put_job(request: web.Request) -> web.Response:
+    state, job_id = _state(request), _job(request)
+    body = await _json_object(request)
+    unknown = [name for name in body if name not in _FIELDS]
+    if unknown:
+        raise BadRequest(unknown[0], f"{unknown[0]} is not an expectation field")
+    try:
+        change = expectations.parse_change({_FIELDS[k]: v for k, v in body.items()})
+        async with state.ctx.db.connection() as conn:
+            await expectations.set_expectation(conn, job_id, change, datetime.now(UTC))
+            job = await show_job(conn, state.ctx.settings, datetime.now(UTC), job_id)
+    except InvalidExpectation as exc:
+        raise _invalid(exc) from None
+    return web.json_response(job)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    state, job_id = _state(request), _job(request)
+    async with state.ctx.db.connection() as conn:
+        if not await expectations.unset_expectation(conn, job_id):
+            raise NotFound("job", f"no expectation is set for {job_id!r}")
+    return web.json_response({"jobId": job_id, "expectation": None})
+
+
+async def _write(request: web.Request, action: str) -> web.Response:
+    state, job_id = _state(request), _job(request)
+    now = datetime.now(UTC)
+    try:
+        async with state.ctx.db.connection() as conn:
+            if action == "pause":
+                await expectations.pause(conn, job_id, now)
+            elif action == "resume":
+                await expectations.resume(conn, job_id, now)
+            else:
+                body = await _json_object(request)
+                if "until" not in body:
+                    raise BadRequest("until", "until is required (an ISO 8601 time)")
+                until = expectations.parse_until(body["until"], now)
+                await expectations.maintenance(conn, job_id, until, now)
+            job = await show_job(conn, state.ctx.settings, now, job_id)
+    except InvalidExpectation as exc:
+        raise _invalid(exc) from None
+    return web.json_response(job)
+
+
+async def pause_job(request: web.Request) -> web.Response:
+    return await _write(request, "pause")
+
+
+async def resume_job(request: web.Request) -> web.Response:
+    return await _write(request, "resume")
+
+
+async def maintenance_job(request: web.Request) -> web.Response:
+    return await _write(request, "maintenance")
+
+
+async def health_jobs(request: web.Request) -> web.Response:
+    state = _state(request)
+    async with state.ctx.db.connection() as conn:
+        view = await judge_jobs(conn, state.ctx.settings, datetime.now(UTC))
+    jobs = [
+        {
+            "jobId": v.job_id,
+            "status": v.status.value,
+            "reason": v.reason,
+            "lastExecutionAt": iso(view.facts[v.job_id].last_execution_at),
+            "nextDueAt": iso(v.next_due_at),
+        }
+        for v in sorted(view.verdict.jobs.values(), key=lambda v: v.job_id)
+    ]
+    healthy = all(v.status in _OK_STATUSES for v in view.verdict.jobs.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "error", "jobs": jobs}, status=200 if healthy else 503
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/health/jobs", health_jobs)
+    app.router.add_get("/api/jobs", get_jobs)
+    app.router.add_get("/api/jobs/{job}", get_job)
+    app.router.add_put("/api/jobs/{job}", put_job)
+    app.router.add_delete("/api/jobs/{job}", delete_job)
+    app.router.add_post("/api/jobs/{job}/pause", pause_job)
+    app.router.add_post("/api/jobs/{job}/resume", resume_job)
+    app.router.add_post("/api/jobs/{job}/maintenance", maintenance_job)

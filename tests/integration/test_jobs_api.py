@@ -1,0 +1,150 @@
+"""`/api/jobs`, `/api/health/jobs` and `/api/metrics` in-process, on a real database."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from jobwarden.api.server import make_app
+from jobwarden.context import AppContext
+from jobwarden.monitoring import evaluation
+from jobwarden.runtime.scheduler import JobScheduler
+from tests.integration.conftest import app_context
+from tests.integration.webapp import record_run, record_runs
+
+TOKEN = "a-long-enough-api-token-0123456789"
+
+
+@asynccontextmanager
+async def client_for(ctx: AppContext) -> AsyncIterator[TestClient[Any, Any]]:
+    client = TestClient(TestServer(make_app(ctx, JobScheduler(ctx))))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_health_jobs_reports_each_job_and_turns_503_when_one_fails(
+    ctx: AppContext,
+) -> None:
+    now = datetime.now(UTC)
+    async with ctx.db.connection() as conn, client_for(ctx) as client:
+        await record_run(conn, "emails", now - timedelta(seconds=5))
+        await record_run(conn, "billing", now - timedelta(seconds=5))
+        await evaluation.run_once(ctx, now - timedelta(seconds=4))
+        resp = await client.get("/api/health/jobs")
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert [(j["jobId"], j["status"]) for j in body["jobs"]] == [
+            ("billing", "healthy"),
+            ("emails", "healthy"),
+        ]
+
+        await record_runs(conn, "billing", now - timedelta(seconds=3), 3, ok=False)
+        await evaluation.run_once(ctx, now - timedelta(seconds=2))
+        resp = await client.get("/api/health/jobs")
+        body = await resp.json()
+        assert resp.status == 503
+        billing = next(j for j in body["jobs"] if j["jobId"] == "billing")
+        assert billing["status"] == "failing"
+        assert "failed 3 times in a row" in billing["reason"]
+        assert billing["lastExecutionAt"].endswith("Z")
+
+        # Pausing is deliberate: the job shows as paused and health is green again.
+        resp = await client.post("/api/jobs/billing/pause")
+        assert resp.status == 200
+        resp = await client.get("/api/health/jobs")
+        assert resp.status == 200
+        assert {j["jobId"]: j["status"] for j in (await resp.json())["jobs"]}["billing"] == "paused"
+
+
+async def test_metrics_for_every_job_and_for_one(ctx: AppContext) -> None:
+    now = datetime.now(UTC)
+    async with ctx.db.connection() as conn, client_for(ctx) as client:
+        await record_run(conn, "emails", now - timedelta(seconds=10), duration_ms=200)
+        await evaluation.run_once(ctx, now - timedelta(seconds=9))
+        await record_runs(conn, "emails", now - timedelta(seconds=5), 2, duration_ms=400)
+        await record_run(conn, "emails", now - timedelta(seconds=5), ok=False, duration_ms=400)
+        await evaluation.run_once(ctx, now - timedelta(seconds=4))
+
+        resp = await client.get("/api/metrics")
+        assert resp.status == 200
+        [emails] = (await resp.json())["jobs"]
+        assert emails["counters"]["totalExecutions"] == 4
+        assert emails["counters"]["failureCount"] == 1
+        assert emails["recent"]["executions"] == 3  # runs seen since jobwarden started watching
+        assert emails["recent"]["failures"] == 1
+        assert emails["recent"]["avgDurationMs"] == 400
+        assert emails["baseline"] is None
+
+        resp = await client.get("/api/metrics", params={"jobId": "emails"})
+        assert resp.status == 200
+        assert (await resp.json())["jobId"] == "emails"
+
+        resp = await client.get("/api/metrics", params={"jobId": "nope"})
+        assert resp.status == 404
+        assert (await resp.json())["field"] == "jobId"
+
+
+async def test_expectations_over_http_validate_and_name_the_field(ctx: AppContext) -> None:
+    async with client_for(ctx) as client:
+        schedule = {"cron": "0 2 * * *", "timezone": "Europe/Berlin"}
+        resp = await client.put("/api/jobs/nightly", json=schedule)
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert body["schedule"] == "cron 0 2 * * * (Europe/Berlin)"
+        assert body["nextDueAt"] is not None
+
+        for payload, field in (
+            ({"every": "soon"}, "every"),
+            ({"failureRate": 2}, "failureRate"),
+            ({"cron": "61 * * * *"}, "cron"),
+            ({"timezone": "Mars/Olympus"}, "timezone"),
+            ({"colour": "red"}, "colour"),
+        ):
+            resp = await client.put("/api/jobs/nightly", json=payload)
+            assert resp.status == 400, payload
+            assert (await resp.json())["field"] == field
+        resp = await client.put("/api/jobs/nightly", data=b"[1, 2]")
+        assert (resp.status, (await resp.json())["field"]) == (400, "body")
+
+        resp = await client.get("/api/jobs/nightly")
+        assert (await resp.json())["expectation"]["cron"] == "0 2 * * *"  # nothing bad written
+
+        resp = await client.post("/api/jobs/nightly/maintenance", json={"until": "yesterday"})
+        assert (resp.status, (await resp.json())["field"]) == (400, "until")
+        resp = await client.delete("/api/jobs/nightly")
+        assert resp.status == 200
+        resp = await client.get("/api/jobs/nightly")
+        assert resp.status == 404
+        resp = await client.delete("/api/jobs/nightly")
+        assert resp.status == 404
+
+
+async def test_writes_need_the_token_and_reads_stay_open(migrated_dsn: str) -> None:
+    async with app_context(migrated_dsn, JOBWARDEN_API_TOKEN=TOKEN) as ctx, client_for(ctx) as c:
+        resp = await c.put("/api/jobs/emails", json={"every": "5m"})
+        assert resp.status == 401
+        assert (await resp.json())["field"] == "Authorization"
+        resp = await c.put(
+            "/api/jobs/emails", json={"every": "5m"}, headers={"Authorization": "Bearer wrong"}
+        )
+        assert resp.status == 401
+        resp = await c.get("/api/jobs")
+        assert resp.status == 200
+        assert (await resp.json())["jobs"] == []  # nothing was written
+
+        resp = await c.put(
+            "/api/jobs/emails", json={"every": "5m"}, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert resp.status == 200
+        assert (await resp.json())["schedule"] == "every 5m"
+
+
+async def test_health_names_this_replicas_role(ctx: AppContext) -> None:
+    async with client_for(ctx) as client:
+        resp = await client.get("/api/health", params={"quick": "true"})
+        assert (await resp.json())["role"] == "single"
