@@ -9,6 +9,7 @@ from dataclasses import dataclass
 # Variables the daemon reads; tests start from none of them set.
 _DAEMON_VARIABLES = (
     "DATABASE_URL",
+    "DIRECT_URL",
     "ALERT_WEBHOOK_URL",
     "SLACK_WEBHOOK_URL",
     "SENDGRID_API_KEY",

@@ -4,6 +4,7 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.integration.fake_systemd import FakeNotifySocket
 from tests.integration.pgcluster import Cluster, server_address, with_host, with_params
 from tests.integration.processes import clean_env, command
 from tests.integration.tcpproxy import TcpProxy, free_port
+from tests.integration.webapp import record_run, record_runs
 
 
 class RunningDaemon:
@@ -26,6 +28,18 @@ class RunningDaemon:
     async def get(self, path: str) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as session, session.get(self.base + path) as resp:
             return resp.status, await resp.json()
+
+    async def expect_log(self, *fragments: str, timeout: float = 30) -> str:
+        """Read log lines until one holds every fragment; return it."""
+
+        async def find() -> str:
+            assert self.proc.stdout is not None
+            while line := (await self.proc.stdout.readline()).decode():
+                if all(f in line for f in fragments):
+                    return line
+            raise AssertionError(f"the daemon exited before logging {fragments}")
+
+        return await asyncio.wait_for(find(), timeout)
 
     async def terminate(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
@@ -177,3 +191,39 @@ async def test_a_prisma_database_url_with_schema_and_connection_limit_works(
         ("webapp", "job_metrics"),
         ("webapp", "performance_baselines"),
     ]
+
+
+async def test_the_running_daemon_polls_raises_an_alert_and_hands_over_leadership(
+    migrated_dsn: str, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": migrated_dsn, "JOBWARDEN_POLL_INTERVAL": "1s"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await record_run(conn, "emails", datetime.now(UTC))
+        async with daemon(env, tmp_path / "a") as first:
+            await first.notify.expect("READY", "1")
+            await first.expect_log("pass finished", "job=evaluate")
+            async with daemon(env, tmp_path / "b") as second:
+                await second.notify.expect("READY", "1")
+                roles = {
+                    (await d.get("/api/health?quick=true"))[1]["role"] for d in (first, second)
+                }
+                assert roles == {"leader", "follower"}
+
+                await record_runs(conn, "emails", datetime.now(UTC), 3, ok=False)
+                await first.expect_log("pass finished", "job=evaluate", "raised=1")
+                [alert] = await conn.fetch("SELECT type, resolved FROM alerts")
+                assert (alert["type"], alert["resolved"]) == ("job_failure", False)
+                status, body = await second.get("/api/health/jobs")
+                assert (status, body["jobs"][0]["status"]) == (503, "failing")
+
+                first.proc.kill()  # the leader dies without a word
+                await second.expect_log("this replica is now the leader", timeout=15)
+                await record_run(conn, "emails", datetime.now(UTC))
+                await second.expect_log("pass finished", "job=evaluate", "resolved=1")
+                code, _ = await second.terminate()
+                assert code == 0
+    finally:
+        await conn.close()

@@ -1,0 +1,94 @@
+"""`jobwarden jobs ...` as an operator meets it: real subprocesses, a real database."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from jobwarden.monitoring import evaluation
+from tests.integration.conftest import app_context
+from tests.integration.processes import run_cli
+from tests.integration.webapp import record_run
+
+
+def test_set_show_list_pause_resume_and_unset(migrated_dsn: str) -> None:
+    env = {"DATABASE_URL": migrated_dsn}
+    done = run_cli(
+        "jobs", "set", "nightly-report", "--cron", "0 2 * * *", "--timezone", "Europe/Berlin",
+        "--grace", "10m", "--failure-threshold", "5", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.output
+    assert done.stdout == (
+        "nightly-report: cron 0 2 * * * (Europe/Berlin), grace 10m, failure threshold 5\n"
+    )
+    # Only the given flags change; the schedule stays.
+    done = run_cli("jobs", "set", "nightly-report", "--failure-rate", "0.25", env=env)
+    assert "cron 0 2 * * * (Europe/Berlin), grace 10m, failure threshold 5, failure rate 0.25" in (
+        done.stdout
+    )
+
+    shown = run_cli("jobs", "show", "nightly-report", env=env)
+    assert shown.returncode == 0, shown.output
+    assert "status:       healthy (ok)" in shown.stdout  # not due until 02:00 Berlin
+    assert "next due:" in shown.stdout
+    assert "grace 10m" in shown.stdout
+
+    listed = run_cli("jobs", "list", env=env)
+    assert listed.stdout.splitlines()[0].split() == [
+        "JOB", "STATUS", "SCHEDULE", "LAST", "RUN", "NEXT", "DUE", "OBSERVED", "CADENCE",
+    ]  # fmt: skip
+    assert "nightly-report  healthy" in listed.stdout
+
+    assert "paused" in run_cli("jobs", "pause", "nightly-report", env=env).stdout
+    assert "nightly-report  paused" in run_cli("jobs", "list", env=env).stdout
+    until = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%MZ")
+    done = run_cli("jobs", "maintenance", "nightly-report", "--until", until, env=env)
+    assert done.returncode == 0, done.output
+    assert "nightly-report  paused" in run_cli("jobs", "list", env=env).stdout
+    run_cli("jobs", "resume", "nightly-report", env=env)
+    assert "nightly-report  healthy" in run_cli("jobs", "list", env=env).stdout
+
+    assert run_cli("jobs", "unset", "nightly-report", env=env).stdout == (
+        "nightly-report: expectation removed\n"
+    )
+    assert run_cli("jobs", "show", "nightly-report", env=env).returncode == 1
+
+
+def test_bad_flags_exit_64_naming_the_flag_and_write_nothing(migrated_dsn: str) -> None:
+    env = {"DATABASE_URL": migrated_dsn}
+    assert run_cli("jobs", "set", "emails", "--every", "5m", env=env).returncode == 0
+    for args, flag in (
+        (("--every", "soon"), "--every"),
+        (("--every", "0s"), "--every"),
+        (("--cron", "61 * * * *"), "--cron"),
+        (("--cron", "0 2 * * *", "--timezone", "Mars/Olympus"), "--timezone"),
+        (("--every", "5m", "--cron", "0 2 * * *"), "--cron"),
+        (("--failure-threshold", "0"), "--failure-threshold"),
+        (("--failure-rate", "1.5"), "--failure-rate"),
+        (("--regression-factor", "0.9"), "--regression-factor"),
+        (("--grace", "-5m"), "--grace"),
+        (("--colour", "red"), "--colour"),
+    ):
+        result = run_cli("jobs", "set", "emails", *args, env=env)
+        assert result.returncode == 64, (args, result.output)
+        assert flag in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.output
+    until = run_cli("jobs", "maintenance", "emails", "--until", "2001-01-01T00:00Z", env=env)
+    assert (until.returncode, "--until" in until.stderr) == (64, True)
+    assert run_cli("jobs", "frobnicate", "emails", env=env).returncode == 64
+
+    shown = run_cli("jobs", "show", "emails", env=env)
+    assert shown.stdout.splitlines()[0] == "emails: every 5m"  # nothing bad was written
+
+
+def test_list_shows_the_observed_cadence(migrated_dsn: str) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=10)
+
+    async def runs_every_two_minutes() -> None:
+        async with app_context(migrated_dsn) as ctx, ctx.db.connection() as conn:
+            for minute in range(0, 10, 2):
+                await record_run(conn, "emails", start + timedelta(minutes=minute))
+                await evaluation.run_once(ctx, start + timedelta(minutes=minute, seconds=1))
+
+    asyncio.run(runs_every_two_minutes())
+    listed = run_cli("jobs", "list", env={"DATABASE_URL": migrated_dsn})
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith("emails")]
+    assert row.endswith("every 2m")
