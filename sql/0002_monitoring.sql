@@ -5,21 +5,21 @@
 -- job_expectations  schedule and knobs per job, set with `jobwarden jobs set`
 -- alert_state       one row per fingerprint (rule + job): dedup, hysteresis, hand-resolve
 --
--- Timestamps read from the shared tables stay `timestamp(3)` holding UTC, as
--- Prisma writes them; jobwarden's own instants are timestamptz.
+-- Every instant here is timestamptz; values read from the shared tables
+-- (`timestamp(3)` holding UTC, as Prisma writes them) are converted on reading.
 
 CREATE TABLE jobwarden.job_samples (
     job_id               text PRIMARY KEY,
     row_id               text NOT NULL,          -- job_metrics.id: another id means the row was recreated
-    row_created_at       timestamp(3) NOT NULL,
+    row_created_at       timestamptz NOT NULL,
     total_executions     integer NOT NULL,
     success_count        integer NOT NULL,
     failure_count        integer NOT NULL,
     total_duration_ms    bigint NOT NULL,
     max_duration_ms      integer NOT NULL,
-    last_execution_at    timestamp(3),
-    last_success_at      timestamp(3),
-    last_failure_at      timestamp(3),
+    last_execution_at    timestamptz,
+    last_success_at      timestamptz,
+    last_failure_at      timestamptz,
     failure_streak       integer NOT NULL DEFAULT 0,  -- failures since the last success, at least
     first_seen_at        timestamptz NOT NULL,
     sampled_at           timestamptz NOT NULL,
@@ -34,7 +34,7 @@ CREATE TABLE jobwarden.job_history (
     failures          integer NOT NULL,
     duration_ms       bigint NOT NULL,          -- total duration of the new runs
     max_duration_ms   integer,                  -- the new maximum, when maxDurationMs grew
-    last_execution_at timestamp(3),
+    last_execution_at timestamptz,
     PRIMARY KEY (job_id, sampled_at)
 );
 -- Rules read the recent window of every job; baselines a trailing window.

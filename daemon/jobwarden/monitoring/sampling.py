@@ -14,13 +14,13 @@ The whole pass runs in one transaction under a transaction-level advisory lock,
 so two evaluators racing each other cannot both record the same runs.
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.db.pg import Conn
-from jobwarden.db.prisma import from_prisma, to_prisma
+from jobwarden.db.prisma import from_prisma
 
 # Transaction advisory lock key: ASCII "JWSAMPLE".
 SAMPLING_LOCK_KEY = 0x4A5753414D504C45
@@ -46,9 +46,10 @@ INSERT INTO jobwarden.job_samples AS s (
     job_id, row_id, row_created_at, total_executions, success_count, failure_count,
     total_duration_ms, max_duration_ms, last_execution_at, last_success_at, last_failure_at,
     failure_streak, first_seen_at, sampled_at, resets)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp[], $4::int[], $5::int[], $6::int[],
-                     $7::bigint[], $8::int[], $9::timestamp[], $10::timestamp[], $11::timestamp[],
-                     $12::int[], $13::timestamptz[], $14::timestamptz[], $15::int[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[], $6::int[],
+                     $7::bigint[], $8::int[], $9::timestamptz[], $10::timestamptz[],
+                     $11::timestamptz[], $12::int[], $13::timestamptz[], $14::timestamptz[],
+                     $15::int[])
 ON CONFLICT (job_id) DO UPDATE SET
     row_id = excluded.row_id, row_created_at = excluded.row_created_at,
     total_executions = excluded.total_executions, success_count = excluded.success_count,
@@ -64,7 +65,7 @@ INSERT INTO jobwarden.job_history AS h (
     job_id, sampled_at, executions, successes, failures, duration_ms, max_duration_ms,
     last_execution_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::int[],
-                     $6::bigint[], $7::int[], $8::timestamp[])
+                     $6::bigint[], $7::int[], $8::timestamptz[])
 ON CONFLICT (job_id, sampled_at) DO UPDATE SET
     executions = h.executions + excluded.executions,
     successes = h.successes + excluded.successes,
@@ -77,7 +78,7 @@ ON CONFLICT (job_id, sampled_at) DO UPDATE SET
 FORGET_SAMPLES = "DELETE FROM jobwarden.job_samples WHERE NOT (job_id = ANY($1::text[]))"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """One `job_metrics` row as read, timestamps aware UTC."""
 
@@ -94,7 +95,7 @@ class Reading:
     last_failure_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample(Reading):
     """The last reading of a job, with what jobwarden derived from the readings so far."""
 
@@ -153,27 +154,29 @@ def _streak(previous: Sample, reading: Reading, successes: int, failures: int) -
     return 1 if failed_last else 0
 
 
+def _sample(
+    r: Reading, failure_streak: int, first_seen_at: datetime, now: datetime, resets: int
+) -> Sample:
+    return Sample(
+        r.job_id, r.row_id, r.row_created_at, r.total_executions, r.success_count,
+        r.failure_count, r.total_duration_ms, r.max_duration_ms, r.last_execution_at,
+        r.last_success_at, r.last_failure_at, failure_streak, first_seen_at, now, resets,
+    )  # fmt: skip
+
+
 def compare(
     previous: Sample | None, reading: Reading, now: datetime
 ) -> tuple[Sample, Delta | None]:
     """The new sample of a job and what happened since `previous` (None: nothing known)."""
-    fresh = Sample(**vars(reading), failure_streak=0, first_seen_at=now, sampled_at=now)
     if previous is None:
-        return fresh, None
+        return _sample(reading, 0, now, now, 0), None
     if _is_reset(previous, reading):
-        return replace(
-            fresh, first_seen_at=previous.first_seen_at, resets=previous.resets + 1
-        ), None
+        return _sample(reading, 0, previous.first_seen_at, now, previous.resets + 1), None
     successes = reading.success_count - previous.success_count
     failures = reading.failure_count - previous.failure_count
     executions = max(reading.total_executions - previous.total_executions, successes + failures)
-    sample = Sample(
-        **vars(reading),
-        failure_streak=_streak(previous, reading, successes, failures),
-        first_seen_at=previous.first_seen_at,
-        sampled_at=now,
-        resets=previous.resets,
-    )
+    streak = _streak(previous, reading, successes, failures)
+    sample = _sample(reading, streak, previous.first_seen_at, now, previous.resets)
     if executions == 0:
         return sample, None
     return sample, Delta(
@@ -189,27 +192,37 @@ def compare(
     )
 
 
-def _aware(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: from_prisma(value) if isinstance(value, datetime) and value.tzinfo is None else value
-        for key, value in row.items()
-    }
+def _reading(r: Sequence[Any]) -> Reading:
+    """A row of READ_METRICS, its naive UTC timestamps made aware."""
+    return Reading(
+        r[0], r[1], r[2].replace(tzinfo=UTC), r[3], r[4], r[5], r[6], r[7],
+        from_prisma(r[8]), from_prisma(r[9]), from_prisma(r[10]),
+    )  # fmt: skip
 
 
 def _changed(before: Sample | None, after: Sample) -> bool:
-    return before is None or replace(before, sampled_at=after.sampled_at) != after
+    """Whether the stored sample must be rewritten (`sampled_at` alone does not count)."""
+    return before is None or _state(before) != _state(after)
+
+
+def _state(s: Sample) -> tuple[object, ...]:
+    return (
+        s.row_id, s.total_executions, s.success_count, s.failure_count, s.total_duration_ms,
+        s.max_duration_ms, s.last_execution_at, s.last_success_at, s.last_failure_at,
+        s.failure_streak, s.resets,
+    )  # fmt: skip
 
 
 async def read_samples(conn: Conn) -> dict[str, Sample]:
     """The latest sample of every job, as the last pass left it."""
-    return {r["job_id"]: Sample(**_aware(r)) for r in await conn.fetch(READ_SAMPLES)}
+    return {r[0]: Sample(*r) for r in await conn.fetch(READ_SAMPLES)}
 
 
 async def sample_jobs(conn: Conn, now: datetime) -> SamplingResult:
     """Read every job_metrics row, record what happened since the last pass, in one transaction."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SAMPLING_LOCK_KEY)
-        readings = [Reading(**_aware(r)) for r in await conn.fetch(READ_METRICS)]
+        readings = [_reading(r) for r in await conn.fetch(READ_METRICS)]
         previous = await read_samples(conn)
         samples: dict[str, Sample] = {}
         deltas: list[Delta] = []
@@ -237,24 +250,20 @@ async def sample_jobs(conn: Conn, now: datetime) -> SamplingResult:
     return SamplingResult(samples=samples, deltas=deltas, resets=resets, new_jobs=new_jobs)
 
 
-def _prisma_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else to_prisma(moment)
-
-
 async def _write_samples(conn: Conn, samples: Sequence[Sample]) -> None:
     await conn.execute(
         WRITE_SAMPLES,
         [s.job_id for s in samples],
         [s.row_id for s in samples],
-        [to_prisma(s.row_created_at) for s in samples],
+        [s.row_created_at for s in samples],
         [s.total_executions for s in samples],
         [s.success_count for s in samples],
         [s.failure_count for s in samples],
         [s.total_duration_ms for s in samples],
         [s.max_duration_ms for s in samples],
-        [_prisma_or_none(s.last_execution_at) for s in samples],
-        [_prisma_or_none(s.last_success_at) for s in samples],
-        [_prisma_or_none(s.last_failure_at) for s in samples],
+        [s.last_execution_at for s in samples],
+        [s.last_success_at for s in samples],
+        [s.last_failure_at for s in samples],
         [s.failure_streak for s in samples],
         [s.first_seen_at for s in samples],
         [s.sampled_at for s in samples],
@@ -272,5 +281,5 @@ async def _write_history(conn: Conn, deltas: Sequence[Delta], now: datetime) -> 
         [d.failures for d in deltas],
         [d.duration_ms for d in deltas],
         [d.max_duration_ms for d in deltas],
-        [_prisma_or_none(d.last_execution_at) for d in deltas],
+        [d.last_execution_at for d in deltas],
     )
