@@ -301,3 +301,38 @@ async def test_the_server_time_zone_shifts_nothing(cluster: Cluster, migrated_ds
         [alert] = await alerts(conn)
         assert alert["createdAt"] == at(3600 + 301).replace(tzinfo=None)
         assert "has not run since 10:00 UTC; it was due at 11:00 UTC" in alert["message"]
+
+
+async def test_baselines_need_enough_runs_and_leave_out_the_judged_window(
+    migrated_dsn: str,
+) -> None:
+    env = {
+        "JOBWARDEN_REGRESSION_WINDOW": "10s",
+        "JOBWARDEN_BASELINE_WINDOW": "100s",
+        "JOBWARDEN_BASELINE_MIN_SAMPLES": "6",
+    }
+    async with app_context(migrated_dsn, **env) as ctx, ctx.db.connection() as conn:
+        await record_run(conn, JOB, at(0))
+        await evaluation.run_once(ctx, at(1))
+        # Three passes with 2 runs each: per-pass averages 100, 200 and 600 ms.
+        for second, duration in ((10, 100), (20, 200), (30, 600)):
+            await record_runs(conn, JOB, at(second), 2, duration_ms=duration)
+            await evaluation.run_once(ctx, at(second + 1))
+        result = await baselines.run_once(ctx, at(35))  # the last pass is being judged
+        assert result.updated == 0  # 4 runs before the judged window: fewer than 6
+        assert await conn.fetchval("SELECT count(*) FROM performance_baselines") == 0
+
+        baseline = await baselines.run_once(ctx, at(45))
+        assert baseline.updated == 1
+        row = await conn.fetchrow('SELECT * FROM performance_baselines WHERE "jobId" = $1', JOB)
+        assert row is not None
+        assert row["sampleSize"] == 6
+        assert row["baselineAvgMs"] == 300.0  # (200 + 400 + 1200) / 6
+        assert row["baselineP95Ms"] == 560.0  # p95 of the per-pass averages 100, 200, 600
+        first_id = row["id"]
+
+        await baselines.run_once(ctx, at(200))  # all history has left the 100 s window
+        row = await conn.fetchrow('SELECT * FROM performance_baselines WHERE "jobId" = $1', JOB)
+        assert row is not None
+        assert row["id"] == first_id  # updated in place, one row per job
+        assert row["sampleSize"] == 6
