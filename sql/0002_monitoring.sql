@@ -42,10 +42,11 @@ CREATE INDEX job_history_sampled_at_idx ON jobwarden.job_history (sampled_at);
 
 CREATE TABLE jobwarden.job_expectations (
     job_id             text PRIMARY KEY,
-    every_seconds      double precision CHECK (every_seconds > 0),
+    every_seconds      double precision CHECK (every_seconds > 0 AND every_seconds <= 31622400),
     cron               text,
     timezone           text NOT NULL DEFAULT 'UTC',
-    grace_seconds      double precision CHECK (grace_seconds >= 0),
+    schedule_set_at    timestamptz,             -- a job that never ran is due from here
+    grace_seconds      double precision CHECK (grace_seconds >= 0 AND grace_seconds <= 31622400),
     failure_threshold  integer CHECK (failure_threshold > 0),
     failure_rate       double precision CHECK (failure_rate > 0 AND failure_rate <= 1),
     regression_factor  double precision CHECK (regression_factor > 1),

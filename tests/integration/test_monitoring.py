@@ -336,3 +336,40 @@ async def test_baselines_need_enough_runs_and_leave_out_the_judged_window(
         assert row is not None
         assert row["id"] == first_id  # updated in place, one row per job
         assert row["sampleSize"] == 6
+
+
+async def test_a_reset_or_deleted_row_does_not_make_a_scheduled_job_look_missed(
+    ctx: AppContext,
+) -> None:
+    day_before = at(-86400)
+    async with ctx.db.connection() as conn:
+        for job in ("emails", "billing"):
+            await expectations.set_expectation(conn, job, ExpectationChange(every=3600), day_before)
+            await record_run(conn, job, at(0))
+        await evaluation.run_once(ctx, at(1))
+        # The web app wipes one row, and zeroes the other's counters and times.
+        await conn.execute("DELETE FROM job_metrics WHERE \"jobId\" = 'emails'")
+        await conn.execute(
+            'UPDATE job_metrics SET "totalExecutions" = 0, "successCount" = 0, '
+            '"lastExecutionAt" = NULL, "lastSuccessAt" = NULL WHERE "jobId" = \'billing\''
+        )
+        await evaluation.run_once(ctx, at(10))
+        await evaluation.run_once(ctx, at(3600))
+        assert await alerts(conn) == []  # both ran at 10:00 and are due at 11:00 + 5m
+        # Still expected: when the hour and the grace pass without a run, it is missed.
+        await evaluation.run_once(ctx, at(3600 + 301))
+        [alert] = await alerts(conn)
+        assert alert["type"] == "system_health"  # both scheduled jobs are missed
+
+
+async def test_a_schedule_set_later_is_due_from_when_it_was_set(ctx: AppContext) -> None:
+    async with ctx.db.connection() as conn:
+        await expectations.pause(conn, "nightly-report", at(-86400))  # created a day ago
+        await expectations.resume(conn, "nightly-report", at(-86000))
+        await expectations.set_expectation(
+            conn, "nightly-report", ExpectationChange(every=600), at(0)
+        )
+        await evaluation.run_once(ctx, at(60))
+        assert await alerts(conn) == []
+        await evaluation.run_once(ctx, at(600 + 301))
+        assert [a["type"] for a in await alerts(conn)] == ["job_missed"]

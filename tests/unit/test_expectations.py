@@ -131,31 +131,32 @@ CURRENT = Expectation(
     ],
 )
 def test_a_change_touches_only_the_fields_given(raw: dict[str, Any], expected: Expectation) -> None:
-    assert apply_change(CURRENT, parse_change(raw)) == expected
+    assert apply_change(CURRENT, parse_change(raw), NOW) == expected
 
 
 def test_every_replaces_a_cron_schedule() -> None:
-    changed = apply_change(CURRENT, parse_change({"every": "15m"}))
+    changed = apply_change(CURRENT, parse_change({"every": "15m"}), NOW)
     assert changed.schedule == Schedule(every=900)
     assert changed.schedule.describe() == "every 15m"
     assert changed.grace == 600
+    assert changed.schedule_set_at == NOW  # a job that never ran is due from now on
 
 
 def test_cron_replaces_an_every_schedule() -> None:
     periodic = replace(CURRENT, schedule=Schedule(every=900))
-    changed = apply_change(periodic, parse_change({"cron": "30 3 * * *", "timezone": "UTC"}))
+    changed = apply_change(periodic, parse_change({"cron": "30 3 * * *", "timezone": "UTC"}), NOW)
     assert changed.schedule == Schedule(cron="30 3 * * *", timezone="UTC")
 
 
 def test_a_timezone_alone_moves_a_cron_schedule() -> None:
-    changed = apply_change(CURRENT, parse_change({"timezone": "Europe/Berlin"}))
+    changed = apply_change(CURRENT, parse_change({"timezone": "Europe/Berlin"}), NOW)
     assert changed.schedule == Schedule(cron="0 2 * * *", timezone="Europe/Berlin")
 
 
 def test_a_timezone_alone_is_refused_for_a_job_without_cron() -> None:
     periodic = replace(CURRENT, schedule=Schedule(every=900))
     with pytest.raises(InvalidExpectation) as caught:
-        apply_change(periodic, parse_change({"timezone": "Europe/Berlin"}))
+        apply_change(periodic, parse_change({"timezone": "Europe/Berlin"}), NOW)
     assert [name for name, _ in caught.value.problems] == ["timezone"]
 
 
@@ -198,3 +199,26 @@ def test_empty_overlong_or_control_character_job_ids_are_refused(job: str) -> No
     with pytest.raises(InvalidExpectation) as caught:
         validate_job_id(job)
     assert [name for name, _ in caught.value.problems] == ["job"]
+
+
+def test_a_schedule_change_moves_the_anchor_and_other_changes_do_not() -> None:
+    assert apply_change(CURRENT, parse_change({"grace": "1m"}), NOW).schedule_set_at is None
+    moved = apply_change(CURRENT, parse_change({"cron": "0 3 * * *"}), NOW)
+    assert moved.schedule_set_at == NOW
+    assert moved.schedule.timezone == "America/New_York"  # the zone stays unless given
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"every": "367d"}, "every"),
+        ({"every": 1e12}, "every"),
+        ({"grace": "400d"}, "grace"),
+        ({"failure_threshold": "99999999999"}, "failure_threshold"),
+        ({"cron": "0 0 31 2 *"}, "cron"),
+    ],
+)
+def test_values_beyond_any_sensible_schedule_are_refused(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidExpectation) as caught:
+        parse_change(raw)
+    assert [name for name, _ in caught.value.problems] == [field]

@@ -49,6 +49,10 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
      AS n(id, type, severity, title, message, metadata)
 """
 
+# The web app may update alerts too (resolve many at once): lock ours in id order first,
+# so two transactions never wait on each other's rows in opposite orders.
+LOCK_ALERTS = "SELECT id FROM alerts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+
 MERGE_METADATA = """
 UPDATE alerts a SET metadata = a.metadata || u.patch::jsonb, "updatedAt" = $3
 FROM unnest($1::text[], $2::text[]) AS u(id, patch)
@@ -229,6 +233,8 @@ async def _write(conn: Conn, writes: _Writes, now: datetime) -> None:
             [json.dumps(metadata) for _, _, metadata in writes.inserts],
             stamp,
         )
+    if touched := sorted({i for i, _ in writes.merges} | {i for i, _ in writes.resolves}):
+        await conn.execute(LOCK_ALERTS, touched)
     for query, patches in ((MERGE_METADATA, writes.merges), (RESOLVE_ALERTS, writes.resolves)):
         if patches:
             await conn.execute(

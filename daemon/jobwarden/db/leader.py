@@ -32,6 +32,17 @@ log = get_logger(__name__)
 # Session advisory lock key: ASCII "JWLEADER".
 LEADER_LOCK_KEY = 0x4A574C4541444552
 CHECK_INTERVAL_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 3.0  # a leader that cannot prove its lock this fast steps down
+
+# Whether this session still holds the lock (not merely whether it is alive: behind a
+# transaction pooler by mistake, "alive" would say nothing about the lock).
+_HOLDS_LOCK = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+      AND classid = $1 AND objid = $2 AND objsubid = 1
+)
+"""
 _KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
                "tcp_keepalives_count": "3"}  # fmt: skip
 
@@ -70,9 +81,16 @@ class Leadership:
         try:
             conn = await self._connection()
             if self._leader:
-                await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                held = await conn.fetchval(
+                    _HOLDS_LOCK,
+                    self._key >> 32,
+                    self._key & 0xFFFFFFFF,
+                    timeout=PROBE_TIMEOUT_SECONDS,
+                )
+                if not held:
+                    self._lost("the lock is no longer held by this session")
             elif await conn.fetchval(
-                "SELECT pg_try_advisory_lock($1)", self._key, timeout=self._connect_timeout
+                "SELECT pg_try_advisory_lock($1)", self._key, timeout=PROBE_TIMEOUT_SECONDS
             ):
                 self._leader = True
                 log.info("this replica is now the leader")

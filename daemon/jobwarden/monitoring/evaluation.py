@@ -46,7 +46,7 @@ class EvaluationResult:
             "firing": len(self.verdict.findings),
             "raised": len(self.alerts.raised),
             "resolved": len(self.alerts.resolved),
-            "resets": self.sampling.resets,
+            "resets": len(self.sampling.resets),
         }
 
 

@@ -18,15 +18,19 @@ from jobwarden.monitoring.model import Expectation
 from jobwarden.monitoring.schedule import Schedule, cron_trigger, parse_timezone
 
 MAX_JOB_ID_LENGTH = 200
+MAX_SECONDS = 366 * 86400  # a period or grace longer than a year is a typo
+MAX_COUNT = 1_000_000
 
-COLUMNS = """job_id, every_seconds, cron, timezone, grace_seconds, failure_threshold,
-    failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at"""
+COLUMNS = """job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds,
+    failure_threshold, failure_rate, regression_factor, paused, maintenance_until, created_at,
+    updated_at"""
 
 UPSERT = f"""
 INSERT INTO jobwarden.job_expectations ({COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
 ON CONFLICT (job_id) DO UPDATE SET
     every_seconds = excluded.every_seconds, cron = excluded.cron, timezone = excluded.timezone,
+    schedule_set_at = excluded.schedule_set_at,
     grace_seconds = excluded.grace_seconds, failure_threshold = excluded.failure_threshold,
     failure_rate = excluded.failure_rate, regression_factor = excluded.regression_factor,
     paused = excluded.paused, maintenance_until = excluded.maintenance_until,
@@ -62,6 +66,8 @@ def _duration(value: object, *, positive: bool) -> float:
     seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
     if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
         raise ValueError("must be greater than zero" if positive else "must not be negative")
+    if seconds > MAX_SECONDS:
+        raise ValueError("must be at most 366d")
     return seconds
 
 
@@ -71,8 +77,8 @@ def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not (isinstance(value, int) or digits):
         raise ValueError(f"must be a positive integer, not {value!r}")
     number = value if isinstance(value, int) else int(text)
-    if number < 1:
-        raise ValueError(f"must be a positive integer, not {value!r}")
+    if not 1 <= number <= MAX_COUNT:
+        raise ValueError(f"must be a positive integer up to {MAX_COUNT}, not {value!r}")
     return number
 
 
@@ -129,15 +135,18 @@ def parse_change(raw: Mapping[str, Any]) -> ExpectationChange:
         problems.append(("timezone", "only applies to cron"))
     if isinstance(parsed.get("cron"), str) and not any(n == "cron" for n, _ in problems):
         try:
-            cron_trigger(parsed["cron"], parsed.get("timezone") or "UTC")
+            trigger = cron_trigger(parsed["cron"], parsed.get("timezone") or "UTC")
         except ValueError as exc:
             problems.append(("cron", str(exc)))
+        else:
+            if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+                problems.append(("cron", "never fires"))
     if problems:
         raise InvalidExpectation(problems)
     return ExpectationChange(**parsed)
 
 
-def apply_change(current: Expectation, change: ExpectationChange) -> Expectation:
+def apply_change(current: Expectation, change: ExpectationChange, now: datetime) -> Expectation:
     schedule = current.schedule
     if change.every is not None:
         schedule = Schedule(every=change.every)
@@ -150,6 +159,7 @@ def apply_change(current: Expectation, change: ExpectationChange) -> Expectation
     return replace(
         current,
         schedule=schedule,
+        schedule_set_at=current.schedule_set_at if schedule == current.schedule else now,
         grace=current.grace if change.grace is None else change.grace,
         failure_threshold=change.failure_threshold or current.failure_threshold,
         failure_rate=change.failure_rate or current.failure_rate,
@@ -163,6 +173,7 @@ def from_row(row: Mapping[str, Any]) -> Expectation:
         schedule=Schedule(
             every=row["every_seconds"], cron=row["cron"], timezone=row["timezone"] or "UTC"
         ),
+        schedule_set_at=row["schedule_set_at"],
         grace=row["grace_seconds"],
         failure_threshold=row["failure_threshold"],
         failure_rate=row["failure_rate"],
@@ -202,6 +213,7 @@ async def _update(conn: Conn, job_id: str, now: datetime, change: Any) -> Expect
             new.schedule.every,
             new.schedule.cron,
             new.schedule.timezone,
+            new.schedule_set_at,
             new.grace,
             new.failure_threshold,
             new.failure_rate,
@@ -217,7 +229,7 @@ async def _update(conn: Conn, job_id: str, now: datetime, change: Any) -> Expect
 async def set_expectation(
     conn: Conn, job_id: str, change: ExpectationChange, now: datetime
 ) -> Expectation:
-    return await _update(conn, job_id, now, lambda current: apply_change(current, change))
+    return await _update(conn, job_id, now, lambda current: apply_change(current, change, now))
 
 
 async def unset_expectation(conn: Conn, job_id: str) -> bool:

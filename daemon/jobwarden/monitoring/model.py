@@ -55,6 +55,7 @@ class Knobs:
 class Expectation:
     job_id: str
     schedule: Schedule = field(default_factory=Schedule)
+    schedule_set_at: datetime | None = None  # when every/cron last changed
     grace: float | None = None
     failure_threshold: int | None = None
     failure_rate: float | None = None

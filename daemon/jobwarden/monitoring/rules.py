@@ -83,7 +83,8 @@ def due_at(facts: JobFacts, now: datetime) -> datetime | None:
     expectation = facts.expectation
     if expectation is None or not expectation.scheduled:
         return None
-    anchor = expectation.created_at or now
+    # A job that never ran is due one period after its schedule was set.
+    anchor = expectation.schedule_set_at or expectation.created_at or now
     return expectation.schedule.next_due(facts.last_execution_at, anchor)
 
 

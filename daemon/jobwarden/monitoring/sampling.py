@@ -8,7 +8,11 @@ failures, duration of the new runs, a grown maximum, the newest execution) in
 
 A counter that went down, or a row deleted and created again (another `id`), is
 a reset: the new reading becomes the sample and nothing is recorded, so no false
-alert follows. A job seen for the first time is sampled the same way.
+alert follows. A job seen for the first time is sampled the same way. The last
+execution, success and failure times never go back: a reset row's empty times do
+not make a job look as if it never ran. The sample of a row that disappeared is
+kept while the job has an expectation (it is still expected to run), and
+forgotten otherwise.
 
 The whole pass runs in one transaction under a transaction-level advisory lock,
 so two evaluators racing each other cannot both record the same runs.
@@ -24,6 +28,8 @@ from jobwarden.db.prisma import from_prisma
 
 # Transaction advisory lock key: ASCII "JWSAMPLE".
 SAMPLING_LOCK_KEY = 0x4A5753414D504C45
+# Waiting longer than this for another evaluator means it is stuck: fail this pass.
+SAMPLING_LOCK_TIMEOUT = "30s"
 
 READ_METRICS = """
 SELECT "jobId" AS job_id, id AS row_id, "createdAt" AS row_created_at,
@@ -75,7 +81,12 @@ ON CONFLICT (job_id, sampled_at) DO UPDATE SET
     last_execution_at = greatest(h.last_execution_at, excluded.last_execution_at)
 """
 
-FORGET_SAMPLES = "DELETE FROM jobwarden.job_samples WHERE NOT (job_id = ANY($1::text[]))"
+FORGET_SAMPLES = """
+DELETE FROM jobwarden.job_samples s
+WHERE s.job_id = ANY($1::text[])
+  AND NOT EXISTS (SELECT 1 FROM jobwarden.job_expectations e WHERE e.job_id = s.job_id)
+RETURNING s.job_id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +165,26 @@ def _streak(previous: Sample, reading: Reading, successes: int, failures: int) -
     return 1 if failed_last else 0
 
 
+def _later(before: datetime | None, now: datetime | None) -> datetime | None:
+    return before if now is None or (before is not None and before > now) else now
+
+
 def _sample(
-    r: Reading, failure_streak: int, first_seen_at: datetime, now: datetime, resets: int
+    r: Reading,
+    previous: Sample | None,
+    failure_streak: int,
+    first_seen_at: datetime,
+    now: datetime,
+    resets: int,
 ) -> Sample:
+    p = previous
     return Sample(
         r.job_id, r.row_id, r.row_created_at, r.total_executions, r.success_count,
-        r.failure_count, r.total_duration_ms, r.max_duration_ms, r.last_execution_at,
-        r.last_success_at, r.last_failure_at, failure_streak, first_seen_at, now, resets,
+        r.failure_count, r.total_duration_ms, r.max_duration_ms,
+        _later(p.last_execution_at, r.last_execution_at) if p else r.last_execution_at,
+        _later(p.last_success_at, r.last_success_at) if p else r.last_success_at,
+        _later(p.last_failure_at, r.last_failure_at) if p else r.last_failure_at,
+        failure_streak, first_seen_at, now, resets,
     )  # fmt: skip
 
 
@@ -169,14 +193,15 @@ def compare(
 ) -> tuple[Sample, Delta | None]:
     """The new sample of a job and what happened since `previous` (None: nothing known)."""
     if previous is None:
-        return _sample(reading, 0, now, now, 0), None
+        return _sample(reading, None, 0, now, now, 0), None
     if _is_reset(previous, reading):
-        return _sample(reading, 0, previous.first_seen_at, now, previous.resets + 1), None
+        resets = previous.resets + 1
+        return _sample(reading, previous, 0, previous.first_seen_at, now, resets), None
     successes = reading.success_count - previous.success_count
     failures = reading.failure_count - previous.failure_count
     executions = max(reading.total_executions - previous.total_executions, successes + failures)
     streak = _streak(previous, reading, successes, failures)
-    sample = _sample(reading, streak, previous.first_seen_at, now, previous.resets)
+    sample = _sample(reading, previous, streak, previous.first_seen_at, now, previous.resets)
     if executions == 0:
         return sample, None
     return sample, Delta(
@@ -221,6 +246,7 @@ async def read_samples(conn: Conn) -> dict[str, Sample]:
 async def sample_jobs(conn: Conn, now: datetime) -> SamplingResult:
     """Read every job_metrics row, record what happened since the last pass, in one transaction."""
     async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{SAMPLING_LOCK_TIMEOUT}'")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SAMPLING_LOCK_KEY)
         readings = [_reading(r) for r in await conn.fetch(READ_METRICS)]
         previous = await read_samples(conn)
@@ -245,8 +271,9 @@ async def sample_jobs(conn: Conn, now: datetime) -> SamplingResult:
             await _write_samples(conn, changed)
         if deltas:
             await _write_history(conn, deltas, now)
-        if previous.keys() - samples.keys():  # rows deleted from job_metrics
-            await conn.execute(FORGET_SAMPLES, list(samples))
+        if vanished := list(previous.keys() - samples.keys()):  # rows deleted from job_metrics
+            forgotten = {r[0] for r in await conn.fetch(FORGET_SAMPLES, vanished)}
+            samples.update((j, previous[j]) for j in vanished if j not in forgotten)
     return SamplingResult(samples=samples, deltas=deltas, resets=resets, new_jobs=new_jobs)
 
 
