@@ -66,7 +66,12 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     """Every periodic pass of the daemon: the one place they are registered."""
     return [
         heartbeat_job(),
-        PeriodicJob("evaluate", settings.poll_interval, evaluation.run_once, leader_only=True),
+        PeriodicJob(
+            evaluation.EVALUATION_JOB,
+            settings.poll_interval,
+            evaluation.run_once,
+            leader_only=True,
+        ),
         PeriodicJob("baselines", settings.baseline_interval, baselines.run_once, leader_only=True),
     ]
 

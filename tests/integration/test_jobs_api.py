@@ -7,10 +7,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from jobwarden.api.health import stalled_for
 from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
 from jobwarden.monitoring import evaluation
-from jobwarden.runtime.scheduler import JobScheduler
+from jobwarden.monitoring.evaluation import EVALUATION_JOB
+from jobwarden.runtime.scheduler import JobScheduler, PeriodicJob, heartbeat_job
 from tests.integration.conftest import app_context
 from tests.integration.webapp import record_run, record_runs
 
@@ -18,8 +20,10 @@ TOKEN = "a-long-enough-api-token-0123456789"
 
 
 @asynccontextmanager
-async def client_for(ctx: AppContext) -> AsyncIterator[TestClient[Any, Any]]:
-    client = TestClient(TestServer(make_app(ctx, JobScheduler(ctx))))
+async def client_for(
+    ctx: AppContext, scheduler: JobScheduler | None = None
+) -> AsyncIterator[TestClient[Any, Any]]:
+    client = TestClient(TestServer(make_app(ctx, scheduler or JobScheduler(ctx))))
     await client.start_server()
     try:
         yield client
@@ -148,3 +152,31 @@ async def test_health_names_this_replicas_role(ctx: AppContext) -> None:
     async with client_for(ctx) as client:
         resp = await client.get("/api/health", params={"quick": "true"})
         assert (await resp.json())["role"] == "single"
+
+
+async def test_health_shows_the_evaluation_pass_keeping_up(ctx: AppContext) -> None:
+    scheduler = JobScheduler(
+        ctx, [heartbeat_job(), PeriodicJob(EVALUATION_JOB, 30, evaluation.run_once)]
+    )
+    async with client_for(ctx, scheduler) as client:
+        scheduler.start()
+        try:
+            await scheduler.tick("heartbeat")
+            await scheduler.tick(EVALUATION_JOB)
+            resp = await client.get("/api/health")
+            assert resp.status == 200
+            check = (await resp.json())["checks"]["evaluation"]
+            assert (check["status"], check["role"]) == ("ok", "single")
+            assert check["lastPassSecondsAgo"] < 30
+        finally:
+            await scheduler.shutdown(grace=1)
+
+
+def test_a_stalled_evaluation_pass_is_reported_after_three_intervals() -> None:
+    assert stalled_for(last_success=100, leading_since=0, interval=30, now=199) is None
+    assert stalled_for(last_success=100, leading_since=0, interval=30, now=201) == 101
+    # Never finished since taking the lead: counted from then, not from start-up.
+    assert stalled_for(last_success=None, leading_since=500, interval=30, now=590) is None
+    assert stalled_for(last_success=None, leading_since=500, interval=30, now=601) == 101
+    # A pass from before this replica last took the lead does not count.
+    assert stalled_for(last_success=100, leading_since=500, interval=30, now=601) == 101

@@ -22,6 +22,7 @@ from jobwarden.api.errors import BadRequest
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.db.migrations import read_status
 from jobwarden.db.pg import DATABASE_ERRORS
+from jobwarden.monitoring.evaluation import EVALUATION_JOB
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -79,6 +80,36 @@ def _scheduler_check(state: ApiState) -> dict[str, Any]:
     return body
 
 
+def _evaluation_check(state: ApiState) -> dict[str, Any] | None:
+    """On the leader: is the evaluation pass keeping up? A stalled pass means nobody
+    is judging the jobs, so no alert can be raised."""
+    job = state.scheduler.job(EVALUATION_JOB)
+    if job is None:
+        return None
+    leader = state.ctx.leader
+    if not leader.is_leader:
+        return {"status": "ok", "role": leader.role}
+    now = time.monotonic()
+    last = state.scheduler.succeeded_at(EVALUATION_JOB)
+    stale = stalled_for(last, leader.since, job.interval_seconds, now)
+    body: dict[str, Any] = {
+        "status": "ok" if stale is None else "error",
+        "role": leader.role,
+        "lastPassSecondsAgo": None if last is None else round(now - last, 3),
+    }
+    if stale is not None:
+        body["error"] = f"no evaluation pass has finished for {stale:.0f}s (see the log)"
+    return body
+
+
+def stalled_for(
+    last_success: float | None, leading_since: float, interval: float, now: float
+) -> float | None:
+    """Seconds without a finished pass while leading, once beyond 3 intervals + 10 s."""
+    age = now - max(last_success or leading_since, leading_since)
+    return age if age > 3 * interval + 10 else None
+
+
 async def health(request: web.Request) -> web.Response:
     state: ApiState = request.app[API_STATE]
     base = {
@@ -93,6 +124,8 @@ async def health(request: web.Request) -> web.Response:
         "migrations": await _migrations_check(state),
         "scheduler": _scheduler_check(state),
     }
+    if (evaluation := _evaluation_check(state)) is not None:
+        checks["evaluation"] = evaluation
     healthy = all(c["status"] == "ok" for c in checks.values())
     return web.json_response(
         {"status": "ok" if healthy else "error", **base, "checks": checks},

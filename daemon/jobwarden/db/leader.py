@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any, Literal
 
 import asyncpg
@@ -63,6 +64,7 @@ class Leadership:
         self._key = key
         self._conn: asyncpg.Connection[Any] | None = None
         self._leader = url is None
+        self.since = time.monotonic()  # when this replica last took (or lost) the lead
 
     @property
     def role(self) -> Role:
@@ -92,7 +94,7 @@ class Leadership:
             elif await conn.fetchval(
                 "SELECT pg_try_advisory_lock($1)", self._key, timeout=PROBE_TIMEOUT_SECONDS
             ):
-                self._leader = True
+                self._leader, self.since = True, time.monotonic()
                 log.info("this replica is now the leader")
         except DATABASE_ERRORS as exc:
             self._lost(f"{type(exc).__name__}: {exc}")
@@ -142,8 +144,8 @@ class Leadership:
     def _lost(self, reason: str) -> None:
         if self._leader and self._url is not None:
             log.warning("lost leadership", reason=reason)
-        if self._url is not None:
-            self._leader = False
+        if self._url is not None and self._leader:
+            self._leader, self.since = False, time.monotonic()
         if self._conn is not None and not self._conn.is_closed():
             self._conn.terminate()
         self._conn = None

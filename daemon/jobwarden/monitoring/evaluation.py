@@ -18,6 +18,8 @@ from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Verdict, Window
 from jobwarden.monitoring.rules import evaluate
 from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
 
+EVALUATION_JOB = "evaluate"  # its name in the scheduler and the log
+
 
 def default_knobs(settings: Settings) -> Knobs:
     return Knobs(

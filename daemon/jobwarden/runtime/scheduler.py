@@ -55,6 +55,7 @@ class JobScheduler:
         self._ctx = ctx
         self._jobs = jobs if jobs is not None else [heartbeat_job()]
         self._in_flight: dict[asyncio.Task[object], str] = {}  # task -> job name
+        self._succeeded_at: dict[str, float] = {}  # job name -> monotonic time of last success
         self._scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
@@ -72,6 +73,13 @@ class JobScheduler:
     @property
     def job_names(self) -> list[str]:
         return [job.name for job in self._jobs]
+
+    def job(self, name: str) -> PeriodicJob | None:
+        return next((job for job in self._jobs if job.name == name), None)
+
+    def succeeded_at(self, name: str) -> float | None:
+        """Monotonic time the named pass last finished without error, if ever."""
+        return self._succeeded_at.get(name)
 
     @property
     def running(self) -> bool:
@@ -105,7 +113,10 @@ class JobScheduler:
 
     async def tick(self, name: str) -> None:
         """Run the named pass once, exactly as a scheduled tick would."""
-        await self._run(next(job for job in self._jobs if job.name == name))
+        job = self.job(name)
+        if job is None:
+            raise KeyError(name)
+        await self._run(job)
 
     async def _run(self, job: PeriodicJob) -> None:
         if job.leader_only and not self._ctx.leader.is_leader:
@@ -126,6 +137,7 @@ class JobScheduler:
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
         else:
+            self._succeeded_at[job.name] = time.monotonic()
             fields = result.log_fields() if isinstance(result, PassResult) else {}
             (log.debug if job.quiet else log.info)(
                 "pass finished",
