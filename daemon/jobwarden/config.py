@@ -19,7 +19,6 @@ variables, never a secret's value; secret text reaches pydantic only as a `Secre
 import base64
 import binascii
 import ipaddress
-import math
 import os
 import re
 import sys
@@ -38,6 +37,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from jobwarden.dsn import DatabaseUrl, DatabaseUrlError, parse_database_url
 from jobwarden.durations import format_duration, parse_duration
 from jobwarden.secret import Secret
+from jobwarden.values import factor, positive_duration, positive_int, rate
 
 T = TypeVar("T")
 
@@ -213,47 +213,6 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise ValueError(f"must be a positive integer, not {value}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number, not {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"must be a finite number, not {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = _number(text)
-    if not 0 < value <= 1:
-        raise ValueError(f"must be greater than 0 and at most 1, not {value:g}")
-    return value
-
-
-def _factor(text: str) -> float:
-    value = _number(text)
-    if value <= 1:
-        raise ValueError(f"must be greater than 1, not {value:g}")
-    return value
-
-
-def _positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    return seconds
-
-
 def _number_shown(value: float) -> str:
     return f"{value:g}"
 
@@ -272,13 +231,13 @@ _TEXT = _Kind(str)
 _PATH = _Kind(lambda text: Path(text).expanduser())
 _PORT = _Kind(_int_between(0, 65535))
 _POOL_SIZE = _Kind(_int_between(1, 1000))
-_COUNT = _Kind(_positive_int)
+_COUNT = _Kind(positive_int)
 _LOG_LEVEL = _Kind(_choice(LOG_LEVELS))
 _LOG_FORMAT = _Kind(_choice(LOG_FORMATS))
-_DURATION = _Kind(_positive_duration, show=format_duration)
+_DURATION = _Kind(positive_duration, show=format_duration)
 _DURATION_OR_ZERO = _Kind(parse_duration, show=format_duration)
-_RATE = _Kind(_rate, show=_number_shown)
-_FACTOR = _Kind(_factor, show=_number_shown)
+_RATE = _Kind(rate, show=_number_shown)
+_FACTOR = _Kind(factor, show=_number_shown)
 
 
 def _variable(

@@ -273,7 +273,8 @@ def test_one_bad_value_per_new_variable_all_reported_at_once() -> None:
     assert sorted(p.split(":", 1)[0] for p in problems) == sorted(env)  # one line each
     assert "JOBWARDEN_FAILURE_RATE: must be greater than 0 and at most 1, not 1.5" in problems
     assert "JOBWARDEN_REGRESSION_FACTOR: must be greater than 1, not 1" in problems
-    assert "JOBWARDEN_FAILURE_THRESHOLD: must be a positive integer, not 0" in problems
+    threshold = "JOBWARDEN_FAILURE_THRESHOLD: must be a positive integer up to 1000000, not '0'"
+    assert threshold in problems
     assert "JOBWARDEN_POLL_INTERVAL: must be greater than zero" in problems
     text = str(raised.value)
     for secret in ("direct-pw", "too-short-tok"):

@@ -6,7 +6,6 @@ named by its field, before anything is written. A running daemon reads the table
 on every pass, so a change takes effect on the next one.
 """
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -16,10 +15,10 @@ from jobwarden.db.pg import Conn
 from jobwarden.durations import parse_duration
 from jobwarden.monitoring.model import Expectation
 from jobwarden.monitoring.schedule import Schedule, cron_trigger, parse_timezone
+from jobwarden.values import factor, positive_duration, positive_int, rate
 
 MAX_JOB_ID_LENGTH = 200
 MAX_SECONDS = 366 * 86400  # a period or grace longer than a year is a typo
-MAX_COUNT = 1_000_000
 
 COLUMNS = """job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds,
     failure_threshold, failure_rate, regression_factor, paused, maintenance_until, created_at,
@@ -60,41 +59,18 @@ class ExpectationChange:
     regression_factor: float | None = None
 
 
-def _duration(value: object, *, positive: bool) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
-    seconds = float(value) if isinstance(value, int | float) else parse_duration(str(value))
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
-        raise ValueError("must be greater than zero" if positive else "must not be negative")
+def _text(value: object) -> str:
+    """Flags arrive as text, JSON as text or numbers: parse them all as text."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"must be given as text or a number, not {value!r}")
+    return str(value)
+
+
+def _bounded_duration(text: str, *, positive: bool) -> float:
+    seconds = positive_duration(text) if positive else parse_duration(text)
     if seconds > MAX_SECONDS:
         raise ValueError("must be at most 366d")
     return seconds
-
-
-def _positive_int(value: object) -> int:
-    text = str(value).strip()
-    digits = text.isascii() and text.isdigit()
-    if isinstance(value, bool) or not (isinstance(value, int) or digits):
-        raise ValueError(f"must be a positive integer, not {value!r}")
-    number = value if isinstance(value, int) else int(text)
-    if not 1 <= number <= MAX_COUNT:
-        raise ValueError(f"must be a positive integer up to {MAX_COUNT}, not {value!r}")
-    return number
-
-
-def _number(value: object, low: float, high: float, *, include_low: bool) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value) if isinstance(value, int | float) else float(str(value))
-    except ValueError:
-        raise ValueError(f"must be a number, not {value!r}") from None
-    above = number >= low if include_low else number > low
-    if not (math.isfinite(number) and above and number <= high):
-        bound = "at least" if include_low else "greater than"
-        top = "" if math.isinf(high) else f" and at most {high:g}"
-        raise ValueError(f"must be {bound} {low:g}{top}, not {value!r}")
-    return number
 
 
 def validate_job_id(job_id: str) -> str:
@@ -109,14 +85,14 @@ def parse_change(raw: Mapping[str, Any]) -> ExpectationChange:
     """Validate raw values (strings from flags, JSON values over HTTP); all problems at once."""
     problems: list[tuple[str, str]] = []
     parsed: dict[str, Any] = {}
-    parsers: dict[str, Callable[[Any], Any]] = {
-        "every": lambda v: _duration(v, positive=True),
-        "cron": lambda v: str(v).strip(),
-        "timezone": lambda v: parse_timezone(str(v).strip()).key,
-        "grace": lambda v: _duration(v, positive=False),
-        "failure_threshold": _positive_int,
-        "failure_rate": lambda v: _number(v, 0, 1, include_low=False),
-        "regression_factor": lambda v: _number(v, 1, math.inf, include_low=False),
+    parsers: dict[str, Callable[[str], Any]] = {
+        "every": lambda text: _bounded_duration(text, positive=True),
+        "cron": str.strip,
+        "timezone": lambda text: parse_timezone(text.strip()).key,
+        "grace": lambda text: _bounded_duration(text, positive=False),
+        "failure_threshold": positive_int,
+        "failure_rate": rate,
+        "regression_factor": factor,
     }
     for name, value in raw.items():
         if value is None:
@@ -126,7 +102,7 @@ def parse_change(raw: Mapping[str, Any]) -> ExpectationChange:
             problems.append((name, "is not an expectation field"))
             continue
         try:
-            parsed[name] = parse(value)
+            parsed[name] = parse(_text(value))
         except ValueError as exc:
             problems.append((name, str(exc)))
     if parsed.get("every") is not None and parsed.get("cron") is not None:
