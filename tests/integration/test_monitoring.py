@@ -373,3 +373,28 @@ async def test_a_schedule_set_later_is_due_from_when_it_was_set(ctx: AppContext)
         assert await alerts(conn) == []
         await evaluation.run_once(ctx, at(600 + 301))
         assert [a["type"] for a in await alerts(conn)] == ["job_missed"]
+
+
+async def test_a_cron_job_across_the_spring_forward_night_with_the_daemon_down(
+    ctx: AppContext,
+) -> None:
+    """02:30 New York does not exist on 2026-03-08: the run is due at 03:30 EDT (07:30 UTC).
+    jobwarden is down from Saturday 08:00 UTC to Sunday 08:00 UTC, across that due time."""
+    saturday_run = datetime(2026, 3, 7, 7, 30, 2, tzinfo=UTC)  # 02:30 EST
+    sunday = datetime(2026, 3, 8, 8, 0, tzinfo=UTC)
+    change = ExpectationChange(cron="30 2 * * *", timezone="America/New_York", grace=300)
+    async with ctx.db.connection() as conn:
+        for job in ("on-time", "stalled"):
+            await expectations.set_expectation(conn, job, change, saturday_run - timedelta(days=7))
+            await record_run(conn, job, saturday_run)
+        await evaluation.run_once(ctx, saturday_run + timedelta(minutes=30))
+        await record_run(conn, "on-time", datetime(2026, 3, 8, 7, 30, 1, tzinfo=UTC))
+
+        await evaluation.run_once(ctx, sunday)  # the first pass back
+        [alert] = await alerts(conn)
+        assert alert["metadata"]["jobId"] == "stalled"
+        assert alert["message"] == (
+            "stalled has not run since 2026-03-07 07:30 UTC; it was due at 07:30 UTC "
+            "(cron 30 2 * * * (America/New_York), grace 5m)"
+        )
+        assert alert["metadata"]["dueAt"] == "2026-03-08T07:30:00Z"
