@@ -97,7 +97,8 @@ def _print_config_problems(problems: list[str], journal: tuple[int, int] | None)
         print(f"<3>invalid configuration: {'; '.join(problems)}", file=sys.stderr)
         return
     lines = "\n".join(f"  - {problem}" for problem in problems)
-    print(f"jobwarden: invalid configuration ({len(problems)} problems):\n{lines}", file=sys.stderr)
+    count = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+    print(f"jobwarden: invalid configuration ({count}):\n{lines}", file=sys.stderr)
 
 
 def _print_settings(settings: Settings, out: TextIO = sys.stdout) -> None:
