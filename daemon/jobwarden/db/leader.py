@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from jobwarden.db.pg import DATABASE_ERRORS
+from jobwarden.db.pg import DATABASE_ERRORS, Conn
 from jobwarden.db.pool import session_settings
 from jobwarden.dsn import DatabaseUrl
 from jobwarden.logsetup import get_logger
@@ -137,9 +137,13 @@ class Leadership:
                 "application_name": "jobwarden leader lock",
             },
         )
-        conn.add_termination_listener(lambda _: self._lost("lock connection closed"))
+        conn.add_termination_listener(self._on_terminated)
         self._conn = conn
         return conn
+
+    def _on_terminated(self, conn: Conn) -> None:
+        if conn is self._conn:  # not an older connection closing late
+            self._lost("lock connection closed")
 
     def _lost(self, reason: str) -> None:
         if self._leader and self._url is not None:
