@@ -103,16 +103,23 @@ def test_a_daily_0230_job_stays_daily_across_a_dst_change(zone: str, day: date) 
 @pytest.mark.parametrize(
     ("last_run", "due"),
     [
-        # 30 s before 02:30 CEST, the first 02:30 of the day: the next fire APScheduler gives
-        # is 02:30 CET, an hour later.
-        (at(2026, 10, 25, 0, 29, 30), at(2026, 10, 25, 1, 30)),
-        # 30 s before 02:30 CET, the second 02:30: next due is the following day's 02:30.
-        (at(2026, 10, 25, 1, 29, 30), at(2026, 10, 26, 1, 30)),
+        # 30 s before 02:30 CEST, the first 02:30 of the day: that run is done, and a job at
+        # a fixed hour runs once on the fall-back night (as cron runs it), so the second
+        # 02:30 (CET) is not due: the next is the following day's.
+        (at(2026, 10, 25, 0, 29, 30), at(2026, 10, 26, 1, 30)),
+        # The day before, at its 02:30 CEST: due at the first 02:30 of the fall-back night.
+        (at(2026, 10, 24, 0, 30, 5), at(2026, 10, 25, 0, 30)),
     ],
 )
 def test_an_early_run_counts_on_the_fall_back_day_too(last_run: datetime, due: datetime) -> None:
     schedule = Schedule(cron="30 2 * * *", timezone="Europe/Berlin")
     assert utc(schedule.next_due(last_run, ANCHOR)) == due
+
+
+def test_a_wildcard_hour_job_is_due_at_both_occurrences_of_the_repeated_hour() -> None:
+    hourly = Schedule(cron="30 * * * *", timezone="Europe/Berlin")
+    first_0230 = at(2026, 10, 25, 0, 30, 5)  # 02:30 CEST
+    assert utc(hourly.next_due(first_0230, ANCHOR)) == at(2026, 10, 25, 1, 30)  # 02:30 CET
 
 
 @pytest.mark.parametrize(
