@@ -285,8 +285,8 @@ class Settings(BaseSettings):
         "DIRECT_URL",
         None,
         "Prisma's direct (not PgBouncer) connection to the same database, in the same form as"
-        " `DATABASE_URL`; used for the leader lock (and LISTEN later) when `DATABASE_URL` has"
-        " `pgbouncer=true`.",
+        " `DATABASE_URL`; when set, the leader lock (and LISTEN later) uses it. Needed to run"
+        " several replicas when `DATABASE_URL` has `pgbouncer=true`.",
         secret=True,
     )
     alert_webhook_url: Annotated[Secret | None, _SECRET_URL] = _variable(

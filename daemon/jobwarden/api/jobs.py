@@ -91,7 +91,8 @@ async def put_job(request: web.Request) -> web.Response:
     body = await _json_object(request)
     unknown = [name for name in body if name not in _FIELDS]
     if unknown:
-        raise BadRequest(unknown[0], f"{unknown[0]} is not an expectation field")
+        problems = [{"field": name, "error": "is not an expectation field"} for name in unknown]
+        raise BadRequest(unknown[0], f"{unknown[0]} is not an expectation field", problems=problems)
     try:
         change = expectations.parse_change({_FIELDS[k]: v for k, v in body.items()})
         async with state.ctx.db.connection() as conn:

@@ -20,12 +20,28 @@ from jobwarden.values import factor, positive_duration, positive_int, rate
 MAX_JOB_ID_LENGTH = 200
 MAX_SECONDS = 366 * 86400  # a period or grace longer than a year is a typo
 
-COLUMNS = """job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds,
-    failure_threshold, failure_rate, regression_factor, paused, maintenance_until, created_at,
-    updated_at"""
+SELECT_ALL = """
+SELECT job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
+       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+FROM jobwarden.job_expectations ORDER BY job_id
+"""
 
-UPSERT = f"""
-INSERT INTO jobwarden.job_expectations ({COLUMNS})
+SELECT_ONE = """
+SELECT job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
+       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+FROM jobwarden.job_expectations WHERE job_id = $1
+"""
+
+SELECT_ONE_FOR_UPDATE = """
+SELECT job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
+       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+FROM jobwarden.job_expectations WHERE job_id = $1 FOR UPDATE
+"""
+
+UPSERT = """
+INSERT INTO jobwarden.job_expectations (job_id, every_seconds, cron, timezone, schedule_set_at,
+    grace_seconds, failure_threshold, failure_rate, regression_factor, paused,
+    maintenance_until, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
 ON CONFLICT (job_id) DO UPDATE SET
     every_seconds = excluded.every_seconds, cron = excluded.cron, timezone = excluded.timezone,
@@ -34,7 +50,8 @@ ON CONFLICT (job_id) DO UPDATE SET
     failure_rate = excluded.failure_rate, regression_factor = excluded.regression_factor,
     paused = excluded.paused, maintenance_until = excluded.maintenance_until,
     updated_at = excluded.updated_at
-RETURNING {COLUMNS}
+RETURNING job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
+       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
 """
 
 
@@ -162,14 +179,12 @@ def from_row(row: Mapping[str, Any]) -> Expectation:
 
 
 async def list_expectations(conn: Conn) -> dict[str, Expectation]:
-    rows = await conn.fetch(f"SELECT {COLUMNS} FROM jobwarden.job_expectations ORDER BY job_id")
+    rows = await conn.fetch(SELECT_ALL)
     return {row["job_id"]: from_row(row) for row in rows}
 
 
 async def get_expectation(conn: Conn, job_id: str) -> Expectation | None:
-    row = await conn.fetchrow(
-        f"SELECT {COLUMNS} FROM jobwarden.job_expectations WHERE job_id = $1", job_id
-    )
+    row = await conn.fetchrow(SELECT_ONE, job_id)
     return None if row is None else from_row(row)
 
 
@@ -177,10 +192,7 @@ async def _update(conn: Conn, job_id: str, now: datetime, change: Any) -> Expect
     """Read-modify-write one expectation under a row lock; `change(current) -> new`."""
     validate_job_id(job_id)
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT {COLUMNS} FROM jobwarden.job_expectations WHERE job_id = $1 FOR UPDATE",
-            job_id,
-        )
+        row = await conn.fetchrow(SELECT_ONE_FOR_UPDATE, job_id)
         current = from_row(row) if row else Expectation(job_id=job_id, created_at=now)
         new: Expectation = change(current)
         stored = await conn.fetchrow(
