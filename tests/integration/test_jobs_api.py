@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from jobwarden.api.health import stalled_for
 from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
-from jobwarden.monitoring import evaluation
+from jobwarden.monitoring import baselines, evaluation
 from jobwarden.monitoring.evaluation import EVALUATION_JOB
 from jobwarden.runtime.scheduler import JobScheduler, PeriodicJob, heartbeat_job
 from tests.integration.conftest import app_context
@@ -120,6 +120,13 @@ async def test_expectations_over_http_validate_and_name_the_field(ctx: AppContex
 
         resp = await client.post("/api/jobs/nightly/maintenance", json={"until": "yesterday"})
         assert (resp.status, (await resp.json())["field"]) == (400, "until")
+        until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        resp = await client.post("/api/jobs/nightly/maintenance", json={"until": until.isoformat()})
+        body = await resp.json()
+        assert (resp.status, body["status"]) == (200, "maintenance")
+        assert body["expectation"]["maintenanceUntil"] == until.isoformat().replace("+00:00", "Z")
+        resp = await client.post("/api/jobs/nightly/resume")
+        assert (await resp.json())["status"] == "healthy"
         resp = await client.delete("/api/jobs/nightly")
         assert resp.status == 200
         resp = await client.get("/api/jobs/nightly")
@@ -141,11 +148,18 @@ async def test_writes_need_the_token_and_reads_stay_open(migrated_dsn: str) -> N
         assert resp.status == 200
         assert (await resp.json())["jobs"] == []  # nothing was written
 
-        resp = await c.put(
-            "/api/jobs/emails", json={"every": "5m"}, headers={"Authorization": f"Bearer {TOKEN}"}
-        )
+        for method, path in (("POST", "/api/jobs/emails/pause"), ("DELETE", "/api/jobs/emails")):
+            resp = await c.request(method, path)
+            assert resp.status == 401, (method, path)
+
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        resp = await c.put("/api/jobs/emails", json={"every": "5m"}, headers=auth)
         assert resp.status == 200
         assert (await resp.json())["schedule"] == "every 5m"
+        resp = await c.post("/api/jobs/emails/pause", headers=auth)
+        assert (await resp.json())["status"] == "paused"
+        resp = await c.delete("/api/jobs/emails", headers=auth)
+        assert resp.status == 200
 
 
 async def test_health_names_this_replicas_role(ctx: AppContext) -> None:
@@ -180,3 +194,19 @@ def test_a_stalled_evaluation_pass_is_reported_after_three_intervals() -> None:
     assert stalled_for(last_success=None, leading_since=500, interval=30, now=601) == 101
     # A pass from before this replica last took the lead does not count.
     assert stalled_for(last_success=100, leading_since=500, interval=30, now=601) == 101
+
+
+async def test_metrics_show_the_baseline_once_computed(migrated_dsn: str) -> None:
+    now = datetime.now(UTC)
+    env = {"JOBWARDEN_BASELINE_MIN_SAMPLES": "3"}
+    async with app_context(migrated_dsn, **env) as ctx, ctx.db.connection() as conn:
+        await record_run(conn, "emails", now - timedelta(hours=3))
+        await evaluation.run_once(ctx, now - timedelta(hours=3))
+        await record_runs(conn, "emails", now - timedelta(hours=2), 3, duration_ms=300)
+        await evaluation.run_once(ctx, now - timedelta(hours=2))
+        await baselines.run_once(ctx, now)  # the 1 h regression window is left out
+        async with client_for(ctx) as client:
+            resp = await client.get("/api/metrics", params={"jobId": "emails"})
+            baseline = (await resp.json())["baseline"]
+    assert (baseline["avgMs"], baseline["p95Ms"], baseline["sampleSize"]) == (300, 300, 3)
+    assert baseline["updatedAt"].endswith("Z")

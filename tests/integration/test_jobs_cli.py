@@ -39,11 +39,17 @@ def test_set_show_list_pause_resume_and_unset(migrated_dsn: str) -> None:
 
     assert "paused" in run_cli("jobs", "pause", "nightly-report", env=env).stdout
     assert "nightly-report  paused" in run_cli("jobs", "list", env=env).stdout
-    until = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%MZ")
-    done = run_cli("jobs", "maintenance", "nightly-report", "--until", until, env=env)
-    assert done.returncode == 0, done.output
-    assert "nightly-report  paused" in run_cli("jobs", "list", env=env).stdout
     run_cli("jobs", "resume", "nightly-report", env=env)
+    assert "nightly-report  healthy" in run_cli("jobs", "list", env=env).stdout
+
+    until = (datetime.now(UTC) + timedelta(hours=2)).replace(second=0, microsecond=0)
+    done = run_cli(
+        "jobs", "maintenance", "nightly-report", "--until", f"{until:%Y-%m-%dT%H:%M}Z", env=env
+    )
+    assert done.returncode == 0, done.output
+    assert f"maintenance until {until:%Y-%m-%dT%H:%M:%S}Z" in done.stdout
+    assert "nightly-report  maintenance" in run_cli("jobs", "list", env=env).stdout
+    run_cli("jobs", "resume", "nightly-report", env=env)  # also ends the maintenance
     assert "nightly-report  healthy" in run_cli("jobs", "list", env=env).stdout
 
     assert run_cli("jobs", "unset", "nightly-report", env=env).stdout == (
