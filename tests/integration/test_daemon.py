@@ -214,6 +214,9 @@ async def test_the_running_daemon_polls_raises_an_alert_and_hands_over_leadershi
                 assert roles == {"leader", "follower"}
 
                 await record_runs(conn, "emails", datetime.now(UTC), 3, ok=False)
+                raised = await first.expect_log("alert raised", "fingerprint=job_failure:emails")
+                assert "level=warning" in raised
+                assert "emails failed 3 times in a row" in raised
                 await first.expect_log("pass finished", "job=evaluate", "raised=1")
                 [alert] = await conn.fetch("SELECT type, resolved FROM alerts")
                 assert (alert["type"], alert["resolved"]) == ("job_failure", False)
@@ -223,6 +226,7 @@ async def test_the_running_daemon_polls_raises_an_alert_and_hands_over_leadershi
                 first.proc.kill()  # the leader dies without a word
                 await second.expect_log("this replica is now the leader", timeout=15)
                 await record_run(conn, "emails", datetime.now(UTC))
+                await second.expect_log("alert resolved", "fingerprint=job_failure:emails")
                 await second.expect_log("pass finished", "job=evaluate", "resolved=1")
                 code, _ = await second.terminate()
                 assert code == 0

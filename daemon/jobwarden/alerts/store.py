@@ -104,11 +104,17 @@ class _State:
     alert_resolved: bool | None  # None: the row is gone (or there is none)
 
 
+@dataclass(frozen=True)
+class AlertRef:
+    id: str
+    fingerprint: str
+
+
 @dataclass
 class SyncResult:
-    raised: list[str] = field(default_factory=list)  # alert ids
-    updated: list[str] = field(default_factory=list)
-    resolved: list[str] = field(default_factory=list)
+    raised: list[AlertRef] = field(default_factory=list)
+    updated: list[AlertRef] = field(default_factory=list)
+    resolved: list[AlertRef] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)  # fingerprints resolved by hand
 
     @property
@@ -144,7 +150,7 @@ def _fire(state: _State, signal: Signal, now: datetime, writes: _Writes, out: Sy
                 },
             )
         )
-        out.updated.append(state.alert_id)
+        out.updated.append(AlertRef(state.alert_id, state.fingerprint))
     elif state.alert_id is not None:  # resolved (or deleted) by hand while still firing
         state.alert_id, state.suppressed = None, True
         out.suppressed.append(state.fingerprint)
@@ -161,7 +167,7 @@ def _fire(state: _State, signal: Signal, now: datetime, writes: _Writes, out: Sy
             "lastSeenAt": _iso(now),
         }
         writes.inserts.append((state.alert_id, signal, metadata))
-        out.raised.append(state.alert_id)
+        out.raised.append(AlertRef(state.alert_id, state.fingerprint))
 
 
 def _heal(
@@ -179,7 +185,7 @@ def _heal(
     if state.healthy_passes >= resolve_after:
         patch = {"resolvedBy": "jobwarden", "healthyPasses": state.healthy_passes}
         writes.resolves.append((state.alert_id, patch))
-        out.resolved.append(state.alert_id)
+        out.resolved.append(AlertRef(state.alert_id, state.fingerprint))
         state.alert_id, state.healthy_passes = None, 0
 
 

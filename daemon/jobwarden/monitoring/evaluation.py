@@ -11,12 +11,15 @@ from jobwarden.alerts.store import Signal, SyncResult, sync_alerts
 from jobwarden.config import Settings
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
+from jobwarden.logsetup import get_logger
 from jobwarden.monitoring.baselines import baseline_averages
 from jobwarden.monitoring.expectations import list_expectations
 from jobwarden.monitoring.history import recent_windows
 from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Verdict, Window
 from jobwarden.monitoring.rules import evaluate
 from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
+
+log = get_logger(__name__)
 
 EVALUATION_JOB = "evaluate"  # its name in the scheduler and the log
 
@@ -105,4 +108,25 @@ async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:
             now,
             resolve_after=ctx.settings.resolve_after,
         )
+    _log_changes(verdict, alerts)
     return EvaluationResult(sampling=sampling, verdict=verdict, alerts=alerts)
+
+
+def _log_changes(verdict: Verdict, alerts: SyncResult) -> None:
+    """One line per alert raised or resolved: what on-call reads in the journal."""
+    for ref in alerts.raised:
+        finding = verdict.findings[ref.fingerprint]
+        log.warning(
+            "alert raised",
+            alert_id=ref.id,
+            fingerprint=ref.fingerprint,
+            severity=finding.severity,
+            message=finding.message,
+        )
+    for ref in alerts.resolved:
+        log.info("alert resolved", alert_id=ref.id, fingerprint=ref.fingerprint)
+    for fingerprint in alerts.suppressed:
+        log.info(
+            "alert was resolved by hand while its condition holds; quiet until it clears",
+            fingerprint=fingerprint,
+        )
