@@ -11,6 +11,7 @@ from jobwarden.context import AppContext
 from jobwarden.db.pg import quote_ident
 from jobwarden.monitoring import baselines, evaluation, expectations
 from jobwarden.monitoring.expectations import ExpectationChange
+from jobwarden.monitoring.sampling import sample_jobs
 from tests.integration.conftest import app_context
 from tests.integration.pgcluster import Cluster
 from tests.integration.webapp import alerts, open_alerts, record_run, record_runs
@@ -408,3 +409,19 @@ async def test_a_cron_job_across_the_spring_forward_night_with_the_daemon_down(
             "(cron 30 2 * * * (America/New_York), grace 5m)"
         )
         assert alert["metadata"]["dueAt"] == "2026-03-08T07:30:00Z"
+
+
+async def test_a_pass_that_dies_after_sampling_loses_no_alert(ctx: AppContext) -> None:
+    async with ctx.db.connection() as conn:
+        await record_run(conn, JOB, at(0))
+        await evaluation.run_once(ctx, at(1))
+        await record_runs(conn, JOB, at(10), 3, ok=False)
+        # A pass samples the failures, then the process dies before judging them.
+        await sample_jobs(conn, at(11))
+        assert await alerts(conn) == []
+        # The next pass (after a restart, or on another replica) sees no new runs, but the
+        # failures are in the samples and history it judges: the alert is raised.
+        result = await evaluation.run_once(ctx, at(21))
+        assert result.sampling.deltas == []
+        [alert] = await alerts(conn)
+        assert alert["message"].startswith(f"{JOB} failed 3 times in a row")
