@@ -7,7 +7,8 @@ BENCH_DATABASE_URL, a server where it may CREATE DATABASE):
     50 of them failing (so 50 open alerts are updated each pass), over a month
     and over a year of per-pass history (each job ran about hourly: one history
     row per job per hour, 8.76 million rows for the year);
-  - the baselines pass over the same history;
+  - the baselines pass over the same history, and the views behind `jobs list` and
+    `GET /api/metrics`;
   - resident memory of a `jobwarden run` daemon watching those 1,000 jobs.
 """
 
@@ -32,7 +33,8 @@ from jobwarden.db.leader import Leadership
 from jobwarden.db.migrations import apply_migrations, load_migrations
 from jobwarden.db.pool import Database, open_pool
 from jobwarden.liveness import Liveness
-from jobwarden.monitoring import baselines, evaluation
+from jobwarden.logsetup import configure_logging
+from jobwarden.monitoring import baselines, evaluation, status
 from jobwarden.sdnotify import Notifier
 
 JOBS = 1000
@@ -138,6 +140,12 @@ async def _measure(dsn: str, days: int) -> None:
             f"{len(result.alerts.updated)} alerts updated): p50 {statistics.median(timings):.0f} "
             f"ms, p95 {p95:.0f} ms, max {max(timings):.0f} ms"
         )
+        async with db.connection() as conn:
+            for name, view in (("jobs list / GET /api/jobs", status.list_jobs),
+                               ("GET /api/metrics", status.job_metrics)):  # fmt: skip
+                started = time.perf_counter()
+                await view(conn, settings, moment)
+                print(f"  {name} ({JOBS} jobs): {(time.perf_counter() - started) * 1000:.0f} ms")
     await db.close()
 
 
@@ -168,6 +176,7 @@ async def _daemon_rss(dsn: str, state: Path) -> None:
 
 
 async def main() -> None:
+    configure_logging(level="error")  # the passes raise 50 alerts: figures only
     with tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp:
         admin = os.environ.get("BENCH_DATABASE_URL")
         if not admin:

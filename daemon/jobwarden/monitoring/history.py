@@ -18,25 +18,27 @@ WHERE sampled_at > least($1, $2)
 GROUP BY job_id
 """
 
-# Median gap between runs over a job's last passes: each pass's gap since the
-# previous newest execution, divided by the runs it saw.
+# Median gap between runs over each job's last passes with runs: each pass's gap
+# since the previous newest execution, divided by the runs it saw. The newest passes
+# of each job come from the primary key (job_id, sampled_at), so the cost does not
+# grow with the length of the history.
 OBSERVED_CADENCE = """
-SELECT job_id,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY gap_seconds) AS cadence_seconds
-FROM (
-    SELECT job_id,
-           extract(epoch FROM last_execution_at - lag(last_execution_at)
-               OVER (PARTITION BY job_id ORDER BY sampled_at)) / executions AS gap_seconds
+SELECT j.job_id,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY g.gap_seconds) AS cadence_seconds
+FROM unnest($1::text[]) AS j(job_id)
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM last_execution_at - lag(last_execution_at)
+               OVER (ORDER BY sampled_at)) / executions AS gap_seconds
     FROM (
-        SELECT job_id, sampled_at, executions, last_execution_at,
-               row_number() OVER (PARTITION BY job_id ORDER BY sampled_at DESC) AS recent
-        FROM jobwarden.job_history
-        WHERE job_id = ANY($1::text[]) AND executions > 0
+        SELECT sampled_at, executions, last_execution_at
+        FROM jobwarden.job_history h
+        WHERE h.job_id = j.job_id AND h.executions > 0
+        ORDER BY h.sampled_at DESC
+        LIMIT $2
     ) newest
-    WHERE recent <= $2
-) gaps
-WHERE gap_seconds > 0
-GROUP BY job_id
+) g
+WHERE g.gap_seconds > 0
+GROUP BY j.job_id
 """
 CADENCE_PASSES = 50
 
