@@ -13,6 +13,7 @@ GET    /api/health/jobs               each job's status; 200 when none is late, 
                                       or slow (paused and maintenance are deliberate), else 503
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,10 +21,12 @@ from aiohttp import web
 
 from jobwarden.api.errors import BadRequest, NotFound
 from jobwarden.api.state import API_STATE, ApiState
+from jobwarden.db.pg import Conn
 from jobwarden.monitoring import expectations
 from jobwarden.monitoring.expectations import InvalidExpectation
-from jobwarden.monitoring.model import JobStatus
-from jobwarden.monitoring.status import iso, judge_jobs, list_jobs, show_job
+from jobwarden.monitoring.model import Expectation, JobStatus
+from jobwarden.monitoring.rules import iso
+from jobwarden.monitoring.status import judge_jobs, list_jobs, show_job
 
 # HTTP field name -> expectation field
 _FIELDS = {
@@ -111,37 +114,38 @@ async def delete_job(request: web.Request) -> web.Response:
     return web.json_response({"jobId": job_id, "expectation": None})
 
 
-async def _write(request: web.Request, action: str) -> web.Response:
+Change = Callable[[Conn, str, datetime], Awaitable[Expectation]]
+
+
+async def _apply(request: web.Request, change: Change) -> web.Response:
+    """Apply `change(conn, job, now)` to the job's expectation; answer with the job."""
     state, job_id = _state(request), _job(request)
     now = datetime.now(UTC)
-    try:
-        async with state.ctx.db.connection() as conn:
-            if action == "pause":
-                await expectations.pause(conn, job_id, now)
-            elif action == "resume":
-                await expectations.resume(conn, job_id, now)
-            else:
-                body = await _json_object(request)
-                if "until" not in body:
-                    raise BadRequest("until", "until is required (an ISO 8601 time)")
-                until = expectations.parse_until(body["until"], now)
-                await expectations.maintenance(conn, job_id, until, now)
-            job = await show_job(conn, state.ctx.settings, now, job_id)
-    except InvalidExpectation as exc:
-        raise _invalid(exc) from None
+    async with state.ctx.db.connection() as conn:
+        await change(conn, job_id, now)
+        job = await show_job(conn, state.ctx.settings, now, job_id)
     return web.json_response(job)
 
 
 async def pause_job(request: web.Request) -> web.Response:
-    return await _write(request, "pause")
+    return await _apply(request, expectations.pause)
 
 
 async def resume_job(request: web.Request) -> web.Response:
-    return await _write(request, "resume")
+    return await _apply(request, expectations.resume)
 
 
 async def maintenance_job(request: web.Request) -> web.Response:
-    return await _write(request, "maintenance")
+    body = await _json_object(request)
+    if "until" not in body:
+        raise BadRequest("until", "until is required (an ISO 8601 time)")
+    try:
+        until = expectations.parse_until(body["until"], datetime.now(UTC))
+    except InvalidExpectation as exc:
+        raise _invalid(exc) from None
+    return await _apply(
+        request, lambda conn, job, now: expectations.maintenance(conn, job, until, now)
+    )
 
 
 async def health_jobs(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ Bad flags exit 64 naming the flag, with nothing written.
 import argparse
 import json
 import sys
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from jobwarden.cli.parser import Commands
 from jobwarden.config import Settings
 from jobwarden.durations import format_duration
 from jobwarden.monitoring import expectations
-from jobwarden.monitoring.expectations import InvalidExpectation
+from jobwarden.monitoring.expectations import ExpectationChange, InvalidExpectation
 from jobwarden.monitoring.status import list_jobs, show_job
 
 # expectation field -> flag
@@ -130,8 +131,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         await db.close()
 
 
-_SET_FIELDS = ("every", "cron", "timezone", "grace", "failure_threshold", "failure_rate",
-               "regression_factor")  # fmt: skip
+_SET_FIELDS = tuple(field.name for field in fields(ExpectationChange))  # one flag each
 
 
 def _ago(iso: str | None) -> str:

@@ -37,7 +37,8 @@ def clock(moment: datetime, now: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
+    """An instant as JSON shows it: ISO 8601, UTC as `Z`."""
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
@@ -52,7 +53,7 @@ def job_failure(facts: JobFacts, knobs: Knobs, now: datetime) -> Finding | None:
         "windowSeconds": knobs.failure_window,
         "failureRate": round(window.failure_rate, 4),
         "failureRateThreshold": knobs.failure_rate,
-        "lastFailureAt": _iso(facts.last_failure_at),
+        "lastFailureAt": iso(facts.last_failure_at),
     }
     if facts.failure_streak >= knobs.failure_threshold:
         return Finding(
@@ -107,8 +108,8 @@ def job_missed(facts: JobFacts, knobs: Knobs, now: datetime) -> Finding | None:
         f"{job} {since}; it was due at {clock(due, now)} "
         f"({schedule}, grace {format_duration(knobs.grace)})",
         {
-            "dueAt": _iso(due),
-            "lastExecutionAt": _iso(facts.last_execution_at),
+            "dueAt": iso(due),
+            "lastExecutionAt": iso(facts.last_execution_at),
             "schedule": schedule,
             "graceSeconds": knobs.grace,
             "lateSeconds": round((now - due).total_seconds() - knobs.grace, 3),
@@ -182,7 +183,7 @@ def evaluate(jobs: Iterable[JobFacts], defaults: Knobs, now: datetime) -> Verdic
             reason = (
                 "paused"
                 if expectation.paused
-                else f"in maintenance until {_iso(expectation.maintenance_until)}"
+                else f"in maintenance until {iso(expectation.maintenance_until)}"
             )
             verdicts[facts.job_id] = JobVerdict(facts.job_id, status, reason, next_due)
             continue

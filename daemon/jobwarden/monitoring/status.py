@@ -14,7 +14,7 @@ from jobwarden.db.prisma import from_prisma
 from jobwarden.monitoring.evaluation import default_knobs, gather_facts
 from jobwarden.monitoring.history import observed_cadence
 from jobwarden.monitoring.model import JobFacts, Verdict
-from jobwarden.monitoring.rules import evaluate
+from jobwarden.monitoring.rules import evaluate, iso
 from jobwarden.monitoring.sampling import read_samples
 
 COUNTERS = """
@@ -43,10 +43,6 @@ async def judge_jobs(conn: Conn, settings: Settings, now: datetime) -> JobsView:
     knobs = default_knobs(settings)
     facts = await gather_facts(conn, await read_samples(conn), now, knobs)
     return JobsView({f.job_id: f for f in facts}, evaluate(facts, knobs, now))
-
-
-def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 async def job_metrics(
@@ -152,8 +148,8 @@ async def show_job(
     if job_id not in view.facts:
         return None
     facts = view.facts[job_id]
-    knobs = facts.expectation.knobs(default_knobs(settings)) if facts.expectation else None
-    knobs = knobs or default_knobs(settings)
+    defaults = default_knobs(settings)
+    knobs = facts.expectation.knobs(defaults) if facts.expectation else defaults
     cadence = (await observed_cadence(conn, [job_id])).get(job_id)
     return {
         **_summary(view, job_id, cadence),
