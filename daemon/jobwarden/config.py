@@ -45,6 +45,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "console", "logfmt", "json")
 MAX_EMAIL_RECIPIENTS = 1000  # SendGrid's limit per message
 MIN_API_TOKEN_LENGTH = 16
+SEVERITIES_LOWER = ("info", "warning", "error", "critical")  # the web app's, least urgent first
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\".]+$")
 _NAMED_EMAIL = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
@@ -213,6 +216,13 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _boolean(text: str) -> bool:
+    value = _BOOLEANS.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"must be true or false, not {text!r}")
+    return value
+
+
 def _number_shown(value: float) -> str:
     return f"{value:g}"
 
@@ -237,6 +247,8 @@ _LOG_FORMAT = _Kind(_choice(LOG_FORMATS))
 _DURATION = _Kind(positive_duration, show=format_duration)
 _DURATION_OR_ZERO = _Kind(parse_duration, show=format_duration)
 _RATE = _Kind(rate, show=_number_shown)
+_SEVERITY = _Kind(lambda text: _choice(SEVERITIES_LOWER)(text).upper())
+_BOOLEAN = _Kind(_boolean, show=lambda value: "true" if value else "false")
 _FACTOR = _Kind(factor, show=_number_shown)
 
 
@@ -333,6 +345,53 @@ class Settings(BaseSettings):
         "JOBWARDEN_SENDGRID_BASE_URL",
         "https://api.sendgrid.com",
         "EU accounts: `https://api.eu.sendgrid.com`",
+    )
+    sendgrid_sandbox: Annotated[bool, _BOOLEAN] = _variable(
+        "JOBWARDEN_SENDGRID_SANDBOX",
+        "false",
+        "`true`: SendGrid validates each email without sending it (sandbox mode)",
+    )
+    slack_min_severity: Annotated[str, _SEVERITY] = _variable(
+        "JOBWARDEN_SLACK_MIN_SEVERITY",
+        "WARNING",
+        "alerts below this severity (INFO < WARNING < ERROR < CRITICAL) are not sent to Slack",
+    )
+    webhook_min_severity: Annotated[str, _SEVERITY] = _variable(
+        "JOBWARDEN_WEBHOOK_MIN_SEVERITY", "INFO", "the same for the webhook"
+    )
+    email_min_severity: Annotated[str, _SEVERITY] = _variable(
+        "JOBWARDEN_EMAIL_MIN_SEVERITY", "ERROR", "the same for email"
+    )
+    alert_repeat_interval: Annotated[float, _DURATION_OR_ZERO] = _variable(
+        "JOBWARDEN_ALERT_REPEAT_INTERVAL",
+        "4h",
+        "a CRITICAL or ERROR alert still open is announced again this often (`0`: never)",
+    )
+    delivery_max_age: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DELIVERY_MAX_AGE",
+        "24h",
+        "a notification not delivered by then is given up; an alert already older when"
+        " jobwarden first sees it is not sent at all",
+    )
+    delivery_backoff_base: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DELIVERY_BACKOFF_BASE",
+        "5s",
+        "first wait before a failed notification is tried again; doubles with each try",
+    )
+    delivery_backoff_cap: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DELIVERY_BACKOFF_CAP",
+        "10m",
+        "longest wait between two tries of a notification (a server's Retry-After wins)",
+    )
+    digest_threshold: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_DIGEST_THRESHOLD",
+        "10",
+        "when more notifications than this wait for Slack or email, they go out as one digest",
+    )
+    db_down_alert_after: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DB_DOWN_ALERT_AFTER",
+        "1m",
+        "a running daemon that cannot reach the database this long tells the channels directly",
     )
     http_host: Annotated[str, _TEXT] = _variable(
         "JOBWARDEN_HTTP_HOST",
@@ -704,6 +763,12 @@ def _combined(
         problems.append(
             f"JOBWARDEN_API_TOKEN: required when JOBWARDEN_HTTP_HOST ({settings.http_host})"
             " is not a loopback address"
+        )
+    backoff = {"JOBWARDEN_DELIVERY_BACKOFF_BASE", "JOBWARDEN_DELIVERY_BACKOFF_CAP"}
+    if not backoff & invalid and settings.delivery_backoff_cap < settings.delivery_backoff_base:
+        problems.append(
+            "JOBWARDEN_DELIVERY_BACKOFF_CAP: must be at least JOBWARDEN_DELIVERY_BACKOFF_BASE"
+            f" ({format_duration(settings.delivery_backoff_base)})"
         )
     windows = {
         "JOBWARDEN_HISTORY_RETENTION",

@@ -53,3 +53,42 @@ async def alerts(conn: Conn, **where: Any) -> list[dict[str, Any]]:
 
 async def open_alerts(conn: Conn) -> list[dict[str, Any]]:
     return [row for row in await alerts(conn) if not row["resolved"]]
+
+
+async def insert_alert(
+    conn: Conn,
+    *,
+    severity: str = "ERROR",
+    title: str = "Nightly export failed",
+    message: str = "exit status 1",
+    type: str = "job_failure",
+    metadata: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> str:
+    """What the web app's `prisma.alert.create` does: only the required columns set,
+    unless `metadata` or `created_at` are given. Returns the new alert's id."""
+    alert_id = f"c{uuid.uuid4().hex[:24]}"
+    if metadata is None and created_at is None:
+        await conn.execute(
+            "INSERT INTO alerts (id, type, severity, title, message, \"updatedAt\")"
+            " VALUES ($1, $2, $3, $4, $5, now() AT TIME ZONE 'UTC')",
+            alert_id, type, severity, title, message,
+        )  # fmt: skip
+        return alert_id
+    stamp = to_prisma(created_at) if created_at is not None else None
+    await conn.execute(
+        "INSERT INTO alerts (id, type, severity, title, message, metadata, \"createdAt\","
+        " \"updatedAt\") VALUES ($1, $2, $3, $4, $5, $6::jsonb,"
+        " coalesce($7, now() AT TIME ZONE 'UTC'), coalesce($7, now() AT TIME ZONE 'UTC'))",
+        alert_id, type, severity, title, message, metadata or {}, stamp,
+    )  # fmt: skip
+    return alert_id
+
+
+async def resolve_alert(conn: Conn, alert_id: str) -> None:
+    """What the web app's `prisma.alert.update({resolved: true, resolvedAt: now})` does."""
+    await conn.execute(
+        "UPDATE alerts SET resolved = true, \"resolvedAt\" = now() AT TIME ZONE 'UTC',"
+        " \"updatedAt\" = now() AT TIME ZONE 'UTC' WHERE id = $1",
+        alert_id,
+    )

@@ -387,3 +387,51 @@ def test_a_misspelt_new_variable_is_warned_about_too() -> None:
     assert settings.warnings == (
         "JOBWARDEN_POLL_INTERVALL is not a jobwarden setting and is ignored (a typo?)",
     )
+
+
+def test_delivery_settings_have_their_documented_defaults() -> None:
+    settings = load_settings({})
+    assert (settings.slack_min_severity, settings.webhook_min_severity) == ("WARNING", "INFO")
+    assert settings.email_min_severity == "ERROR"
+    assert settings.alert_repeat_interval == 4 * 3600
+    assert settings.delivery_max_age == 24 * 3600
+    assert (settings.delivery_backoff_base, settings.delivery_backoff_cap) == (5, 600)
+    assert settings.digest_threshold == 10
+    assert settings.db_down_alert_after == 60
+    assert settings.sendgrid_sandbox is False
+
+
+def test_delivery_settings_accept_short_waits_lowercase_severities_and_zero_repeat() -> None:
+    settings = load_settings(
+        {
+            "JOBWARDEN_DELIVERY_BACKOFF_BASE": "100ms",
+            "JOBWARDEN_DELIVERY_BACKOFF_CAP": "100ms",
+            "JOBWARDEN_SLACK_MIN_SEVERITY": "critical",
+            "JOBWARDEN_ALERT_REPEAT_INTERVAL": "0",
+            "JOBWARDEN_SENDGRID_SANDBOX": "true",
+        }
+    )
+    assert settings.delivery_backoff_base == settings.delivery_backoff_cap == 0.1
+    assert settings.slack_min_severity == "CRITICAL"
+    assert settings.alert_repeat_interval == 0
+    assert settings.sendgrid_sandbox is True
+
+
+def test_bad_delivery_settings_are_all_named() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(
+            {
+                "JOBWARDEN_EMAIL_MIN_SEVERITY": "urgent",
+                "JOBWARDEN_SENDGRID_SANDBOX": "maybe",
+                "JOBWARDEN_DELIVERY_BACKOFF_BASE": "1m",
+                "JOBWARDEN_DELIVERY_BACKOFF_CAP": "10s",
+                "JOBWARDEN_DIGEST_THRESHOLD": "0",
+            }
+        )
+    named = {problem.split(":")[0] for problem in raised.value.problems}
+    assert named == {
+        "JOBWARDEN_EMAIL_MIN_SEVERITY",
+        "JOBWARDEN_SENDGRID_SANDBOX",
+        "JOBWARDEN_DELIVERY_BACKOFF_CAP",
+        "JOBWARDEN_DIGEST_THRESHOLD",
+    }

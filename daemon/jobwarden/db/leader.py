@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from jobwarden.db.pg import DATABASE_ERRORS, Conn
+from jobwarden.db.pg import DATABASE_ERRORS, TCP_KEEPALIVES, Conn
 from jobwarden.db.pool import session_settings
 from jobwarden.dsn import DatabaseUrl
 from jobwarden.logsetup import get_logger
@@ -44,8 +44,6 @@ SELECT EXISTS (
       AND classid = $1 AND objid = $2 AND objsubid = 1
 )
 """
-_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
-               "tcp_keepalives_count": "3"}  # fmt: skip
 
 Role = Literal["leader", "follower", "single"]
 
@@ -133,7 +131,7 @@ class Leadership:
             statement_cache_size=0,
             server_settings={
                 **session_settings(self._url),
-                **_KEEPALIVES,
+                **TCP_KEEPALIVES,
                 "application_name": "jobwarden leader lock",
             },
         )

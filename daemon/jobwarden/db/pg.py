@@ -24,3 +24,9 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 def quote_ident(name: str) -> str:
     """Quote an SQL identifier (schema or database name) for interpolation into DDL."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# Server-side keepalives for the long-lived connections of their own (leader lock,
+# LISTEN): a peer cut off by the network is noticed within seconds, not hours.
+TCP_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
+                  "tcp_keepalives_count": "3"}  # fmt: skip
