@@ -1,9 +1,10 @@
 """`jobwarden run`: the daemon's life from configuration to exit.
 
 connect (waiting while the database is unreachable) → migrate → verify the shared
-tables → HTTP server and scheduler → READY=1 → run until SIGTERM/SIGINT →
-STOPPING=1 → stop the scheduler (in-flight passes get the grace period) and the
-server → close the pool → exit 0.
+tables → HTTP server, scheduler, listener, delivery dispatcher, outage watch →
+READY=1 → run until SIGTERM/SIGINT → STOPPING=1 → stop the scheduler and the
+dispatcher (work in flight gets the grace period; claimed but unsent notifications
+are handed back) and the server → close the pool → exit 0.
 """
 
 import asyncio
@@ -14,11 +15,16 @@ from enum import Enum
 import aiohttp
 
 from jobwarden import exitcodes
+from jobwarden.alerts import outbox, sweep
+from jobwarden.alerts.channels import Channel, configured_channels
+from jobwarden.alerts.dispatcher import DeliveryDispatcher
+from jobwarden.alerts.outage import DatabaseOutageWatch
 from jobwarden.api.server import make_app, start_server
 from jobwarden.config import Settings
 from jobwarden.context import AppContext
 from jobwarden.db.embedded import start_embedded
 from jobwarden.db.leader import Leadership
+from jobwarden.db.listener import Listener
 from jobwarden.db.migrations import Migration, apply_migrations, load_migrations
 from jobwarden.db.pool import Database, connect_with_retry
 from jobwarden.db.schema_check import verify_shared_tables
@@ -73,21 +79,43 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
             leader_only=True,
         ),
         PeriodicJob("baselines", settings.baseline_interval, baselines.run_once, leader_only=True),
+        PeriodicJob(sweep.SWEEP_JOB, sweep.SWEEP_INTERVAL_SECONDS, sweep.run_once, quiet=True),
     ]
 
 
-def leader_lock_url(settings: Settings, url: DatabaseUrl) -> DatabaseUrl | None:
-    """Where the leader lock is taken; None when no session lock can work (PgBouncer)."""
+def session_url(settings: Settings, url: DatabaseUrl) -> DatabaseUrl | None:
+    """Where the leader lock and LISTEN live; None when no session can (PgBouncer)."""
     if settings.direct_database is not None:
         return settings.direct_database
     if url.pgbouncer:
         log.warning(
-            "DATABASE_URL has pgbouncer=true and DIRECT_URL is unset: a session lock cannot "
-            "work through PgBouncer, so this replica assumes it is the only one; set "
-            "DIRECT_URL to run several"
+            "DATABASE_URL has pgbouncer=true and DIRECT_URL is unset: a session lock and "
+            "LISTEN cannot work through PgBouncer, so this replica assumes it is the only "
+            "one and finds new alerts by polling; set DIRECT_URL to run several"
         )
         return None
     return url
+
+
+async def report_channels(db: Database, channels: list[Channel]) -> None:
+    """Say at startup where alerts go, and when they cannot be picked up at once."""
+    if not channels:
+        log.warning(
+            "no alert channel is configured: alerts are recorded but reach nobody; set "
+            "SLACK_WEBHOOK_URL, ALERT_WEBHOOK_URL or SENDGRID_API_KEY"
+        )
+    async with db.connection() as conn:
+        if not await conn.fetchval(TRIGGER_PRESENT):
+            log.warning(
+                "the trigger on alerts is missing: new alerts are found by the sweep, "
+                f"within {sweep.SWEEP_INTERVAL_SECONDS:g}s, instead of at once"
+            )
+
+
+TRIGGER_PRESENT = (
+    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'jobwarden_alert_events'"
+    " AND tgrelid = 'alerts'::regclass AND tgenabled <> 'D')"
+)
 
 
 class Daemon:
@@ -153,10 +181,10 @@ class Daemon:
     async def _serve(self, db: Database) -> int:
         settings = self.settings
         timeout = aiohttp.ClientTimeout(total=settings.http_client_timeout, connect=10)
-        leader = Leadership(
-            leader_lock_url(settings, db.url), connect_timeout=settings.db_connect_timeout
-        )
-        leader_stop = asyncio.Event()
+        sessions = session_url(settings, db.url)
+        leader = Leadership(sessions, connect_timeout=settings.db_connect_timeout)
+        listener = Listener(sessions, connect_timeout=settings.db_connect_timeout)
+        services_stop = asyncio.Event()
         async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as http:
             ctx = AppContext(
                 settings=settings,
@@ -167,14 +195,24 @@ class Daemon:
                 migrations=self.migrations,
                 leader=leader,
             )
+            channels = configured_channels(settings, http, sandbox=settings.sendgrid_sandbox)
+            await report_channels(db, channels)
+            dispatcher = DeliveryDispatcher(ctx, channels)
+            listener.subscribe(outbox.NOTIFY_CHANNEL, dispatcher.wake)
+            outage = DatabaseOutageWatch(ctx, channels)
             self.scheduler = JobScheduler(ctx, periodic_jobs(settings))
             runner, port = await start_server(
                 make_app(ctx, self.scheduler), settings.http_host, settings.http_port
             )
             await leader.check()  # lead from the first pass when nobody else does
-            leading = asyncio.create_task(leader.run(leader_stop))
+            services = [
+                asyncio.create_task(leader.run(services_stop), name="leader"),
+                asyncio.create_task(listener.run(services_stop), name="listener"),
+                asyncio.create_task(outage.run(services_stop), name="outage-watch"),
+            ]
             try:
                 self.scheduler.start()
+                dispatcher.start()
                 self.phase = Phase.RUNNING
                 self.notifier.ready(f"Watching jobs; HTTP on {settings.http_host}:{port}")
                 log.info(
@@ -182,15 +220,19 @@ class Daemon:
                     http=f"{settings.http_host}:{port}",
                     jobs=self.scheduler.job_names,
                     role=leader.role,
+                    channels=[c.name for c in channels],
                     watchdog=bool(settings.systemd.watchdog_usec),
                 )
                 await self.stop.wait()
                 self.phase = Phase.STOPPING
-                self.notifier.stopping("Stopping: finishing passes in flight")
+                self.notifier.stopping("Stopping: finishing work in flight")
             finally:
-                await self.scheduler.shutdown(grace=settings.shutdown_grace)
-                leader_stop.set()
-                await leading
+                await asyncio.gather(
+                    self.scheduler.shutdown(grace=settings.shutdown_grace),
+                    dispatcher.stop(grace=settings.shutdown_grace),
+                )
+                services_stop.set()
+                await asyncio.gather(*services, return_exceptions=True)
                 await runner.cleanup()
         log.info("jobwarden stopped")
         return exitcodes.OK

@@ -15,6 +15,10 @@ from jobwarden.db.migrations import load_migrations
 from jobwarden.db.pool import Database, open_pool
 from jobwarden.liveness import Liveness
 from jobwarden.sdnotify import Notifier
+from tests.integration.fakes.sendgrid import SendGridFake
+from tests.integration.fakes.services import SECRET, Services
+from tests.integration.fakes.slack import SlackFake
+from tests.integration.fakes.webhook import WebhookFake
 from tests.integration.pgcluster import Cluster
 
 
@@ -80,3 +84,9 @@ async def ctx(migrated_dsn: str) -> AsyncIterator[AppContext]:
     """What the daemon hands its passes and handlers, on a migrated database of its own."""
     async with app_context(migrated_dsn) as context:
         yield context
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[Services]:
+    async with SlackFake() as slack, WebhookFake(secret=SECRET) as hook, SendGridFake() as email:
+        yield Services(slack, hook, email)

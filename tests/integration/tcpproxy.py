@@ -30,13 +30,18 @@ class TcpProxy:
         self.port = port
         self.target = target
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
-    async def stop(self) -> None:
+    async def stop(self, *, cut: bool = False) -> None:
+        """Stop accepting; with `cut`, also break every connection open through it."""
         if self._server is not None:
             self._server.close()
+            if cut:
+                for writer in list(self._writers):
+                    writer.transport.abort()
             await self._server.wait_closed()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -44,4 +49,8 @@ class TcpProxy:
             server_r, server_w = await asyncio.open_unix_connection(self.target.path)
         else:
             server_r, server_w = await asyncio.open_connection(self.target.host, self.target.port)
-        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+        self._writers |= {client_w, server_w}
+        try:
+            await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+        finally:
+            self._writers -= {client_w, server_w}

@@ -20,6 +20,9 @@ from datetime import datetime
 from jobwarden.alerts.outbox import NOTIFY_CHANNEL
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
+from jobwarden.logsetup import get_logger
+
+log = get_logger(__name__)
 
 RECORD_MISSED_EVENTS = """
 INSERT INTO jobwarden.alert_events (alert_id, event, source, recorded_at)
@@ -111,9 +114,12 @@ SWEEP_INTERVAL_SECONDS = 5.0
 async def run_once(ctx: AppContext, now: datetime) -> SweepResult:
     settings = ctx.settings
     async with ctx.db.connection() as conn:
-        return await sweep(
+        result = await sweep(
             conn,
             now,
             repeat_interval=settings.alert_repeat_interval,
             max_age=settings.delivery_max_age,
         )
+    if any(result.log_fields().values()):  # the pass itself logs at debug only
+        log.info("delivery sweep found work", **result.log_fields())
+    return result

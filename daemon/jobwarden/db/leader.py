@@ -63,6 +63,7 @@ class Leadership:
         self._conn: asyncpg.Connection[Any] | None = None
         self._leader = url is None
         self.since = time.monotonic()  # when this replica last took (or lost) the lead
+        self.lost_at: float | None = None  # when this replica last lost the lead, if ever
 
     @property
     def role(self) -> Role:
@@ -73,6 +74,10 @@ class Leadership:
     @property
     def is_leader(self) -> bool:
         return self._leader
+
+    def led_since(self, moment: float) -> bool:
+        """Whether this replica leads now or led at some time after monotonic `moment`."""
+        return self._leader or (self.lost_at is not None and self.lost_at >= moment)
 
     async def check(self) -> bool:
         """Take the lock if free, or confirm we still hold it; return whether we lead."""
@@ -148,6 +153,7 @@ class Leadership:
             log.warning("lost leadership", reason=reason)
         if self._url is not None and self._leader:
             self._leader, self.since = False, time.monotonic()
+            self.lost_at = self.since
         if self._conn is not None and not self._conn.is_closed():
             self._conn.terminate()
         self._conn = None

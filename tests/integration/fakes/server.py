@@ -111,6 +111,10 @@ class FakeService:
         await self._wait(lambda: len(self.requests) >= count, timeout)
         return self.requests[:count]
 
+    async def wait_until(self, ready: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Return once `ready()` holds (checked after every request), or raise TimeoutError."""
+        await self._wait(ready, timeout)
+
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(ready)
