@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from jobwarden.api import health, jobs, metrics
+from jobwarden.api import alerts, health, jobs, metrics
 from jobwarden.api.auth import require_token_for_writes
 from jobwarden.api.errors import json_errors
 from jobwarden.api.state import API_STATE, ApiState
@@ -19,6 +19,7 @@ def make_app(ctx: AppContext, scheduler: JobScheduler) -> web.Application:
     health.add_routes(app)
     jobs.add_routes(app)
     metrics.add_routes(app)
+    alerts.add_routes(app)
     return app
 
 
