@@ -105,6 +105,7 @@ async def test_run_is_ready_after_migrating_pings_the_watchdog_and_stops_on_sigt
             "migrations": "ok",
             "scheduler": "ok",
             "evaluation": "ok",
+            "deliveries": "ok",
         }
         status, db = await d.get("/api/health/database")
         assert status == 200

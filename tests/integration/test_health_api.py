@@ -1,15 +1,20 @@
 """The health endpoints in-process, against a real database, in their failure states."""
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from jobwarden.alerts.channels import configured_channels
+from jobwarden.alerts.dispatcher import DeliveryDispatcher
 from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
 from jobwarden.db.migrations import Migration
 from jobwarden.runtime.scheduler import JobScheduler, heartbeat
+from tests.integration.conftest import app_context
+from tests.integration.fakes.services import Services
+from tests.integration.webapp import insert_alert
 
 
 async def client_for(ctx: AppContext, scheduler: JobScheduler) -> TestClient[Any, Any]:
@@ -86,3 +91,39 @@ async def test_bad_query_and_unknown_paths_get_json_errors(ctx: AppContext) -> N
         assert resp.headers["Allow"] == "GET,HEAD"
     finally:
         await client.close()
+
+
+async def test_health_shows_each_channel_enabled_last_success_last_error_and_pending(
+    migrated_dsn: str, services: Services
+) -> None:
+    env = services.env(SLACK_WEBHOOK_URL="", SENDGRID_API_KEY="", ALERT_EMAIL_RECIPIENTS="")
+    services.hook.fail_next(1, status=503, body="maintenance", headers={"Retry-After": "60"})
+    async with app_context(migrated_dsn, **env) as ctx:
+        dispatcher = DeliveryDispatcher(
+            ctx, configured_channels(ctx.settings, ctx.http, sandbox=False)
+        )
+        async with ctx.db.connection() as conn:
+            await insert_alert(conn, severity="CRITICAL")
+        await dispatcher.step()
+        scheduler = JobScheduler(ctx)
+        client = await client_for(ctx, scheduler)
+        try:
+            body = await (await client.get("/api/health")).json()
+            failing = body["checks"]["deliveries"]["channels"]
+            services.hook.come_back()
+            await dispatcher.step(datetime.now(UTC) + timedelta(seconds=61))
+            body = await (await client.get("/api/health")).json()
+            recovered = body["checks"]["deliveries"]["channels"]
+        finally:
+            await client.close()
+    assert failing["slack"] == {
+        "enabled": False, "lastSuccessAt": None, "lastError": None, "lastErrorAt": None,
+        "pausedUntil": None, "pending": 0,
+    }  # fmt: skip
+    assert failing["webhook"]["enabled"] is True
+    assert failing["webhook"]["pending"] == 1
+    assert "maintenance" in failing["webhook"]["lastError"]
+    assert failing["webhook"]["pausedUntil"] is not None
+    assert failing["webhook"]["lastSuccessAt"] is None
+    assert recovered["webhook"]["pending"] == 0
+    assert recovered["webhook"]["lastSuccessAt"] is not None

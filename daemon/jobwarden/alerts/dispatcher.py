@@ -98,7 +98,7 @@ class DeliveryDispatcher:
             factor=2.0,
             maximum=settings.delivery_backoff_cap,
         )
-        self._lease = settings.http_client_timeout + 30.0
+        self._lease = 2 * settings.http_client_timeout + 5.0  # a send ends within one timeout
         self._expand_wake = asyncio.Event()
         self._channel_wakes = {c.name: asyncio.Event() for c in self.channels}
         self._stopping = asyncio.Event()

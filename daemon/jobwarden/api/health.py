@@ -18,6 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from jobwarden import __version__
+from jobwarden.alerts.channels import configured_channels
+from jobwarden.alerts.testsend import CHANNEL_NAMES
+from jobwarden.alerts.views import channel_health
 from jobwarden.api.errors import BadRequest
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.db.migrations import read_status
@@ -102,6 +105,26 @@ def _evaluation_check(state: ApiState) -> dict[str, Any] | None:
     return body
 
 
+async def _deliveries_check(state: ApiState) -> dict[str, Any]:
+    """Each channel: enabled, last success, last error, pending notifications.
+
+    A failing channel does not make jobwarden unhealthy (restarting it would not help);
+    it shows here, and each failure is logged."""
+    settings = state.ctx.settings
+    enabled = {c.name for c in configured_channels(settings, state.ctx.http, sandbox=False)}
+    try:
+        async with state.ctx.db.connection() as conn:
+            known = await channel_health(conn)
+    except DATABASE_ERRORS as exc:
+        return _failure(exc)
+    idle = {"lastSuccessAt": None, "lastError": None, "lastErrorAt": None,
+            "pausedUntil": None, "pending": 0}  # fmt: skip
+    channels = {
+        name: {"enabled": name in enabled, **known.get(name, idle)} for name in CHANNEL_NAMES
+    }
+    return {"status": "ok", "channels": channels}
+
+
 def stalled_for(
     last_success: float | None, leading_since: float, interval: float, now: float
 ) -> float | None:
@@ -123,6 +146,7 @@ async def health(request: web.Request) -> web.Response:
         "database": await _database_check(state),
         "migrations": await _migrations_check(state),
         "scheduler": _scheduler_check(state),
+        "deliveries": await _deliveries_check(state),
     }
     if (evaluation := _evaluation_check(state)) is not None:
         checks["evaluation"] = evaluation
