@@ -297,7 +297,7 @@ class Settings(BaseSettings):
         "DIRECT_URL",
         None,
         "Prisma's direct (not PgBouncer) connection to the same database, in the same form as"
-        " `DATABASE_URL`; when set, the leader lock (and LISTEN later) uses it. Needed to run"
+        " `DATABASE_URL`; when set, the leader lock and LISTEN use it. Needed to run"
         " several replicas when `DATABASE_URL` has `pgbouncer=true`.",
         secret=True,
     )
