@@ -11,17 +11,10 @@ from typing import Any
 import asyncpg
 
 from jobwarden.alerts import outbox, sweep
-from jobwarden.alerts.routing import Route
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
+from tests.integration.outboxes import DAY, expand
 from tests.integration.webapp import insert_alert, resolve_alert
-
-ROUTES = [
-    Route("slack", "WARNING", "JOBWARDEN_SLACK_MIN_SEVERITY"),
-    Route("webhook", "INFO", "JOBWARDEN_WEBHOOK_MIN_SEVERITY"),
-    Route("email", "ERROR", "JOBWARDEN_EMAIL_MIN_SEVERITY"),
-]
-DAY = 86400.0
 
 
 async def deliveries(conn: Conn, alert_id: str) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -31,10 +24,6 @@ async def deliveries(conn: Conn, alert_id: str) -> dict[tuple[str, str, int], di
 
 def statuses(found: dict[tuple[str, str, int], dict[str, Any]]) -> dict[str, str]:
     return {f"{c}/{e}" + (f"#{n}" if n else ""): row["status"] for (c, e, n), row in found.items()}
-
-
-async def expand(conn: Conn, now: datetime | None = None) -> outbox.Expansion:
-    return await outbox.expand_events(conn, ROUTES, now or datetime.now(UTC), max_age=DAY)
 
 
 async def test_an_alert_inserted_by_plain_sql_is_queued_for_every_channel_it_ranks_for(

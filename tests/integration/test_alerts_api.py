@@ -10,22 +10,15 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from jobwarden.alerts import outbox, views
-from jobwarden.alerts.routing import Route
 from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
-from jobwarden.db.pg import Conn
 from jobwarden.runtime.scheduler import JobScheduler
 from tests.integration.conftest import app_context
 from tests.integration.fakes import SlackFake, WebhookFake
+from tests.integration.outboxes import expand, fail_deliveries
 from tests.integration.webapp import insert_alert
 
 TOKEN = "a-long-enough-api-token-0123456789"
-ROUTES = [
-    Route("slack", "WARNING", "JOBWARDEN_SLACK_MIN_SEVERITY"),
-    Route("webhook", "INFO", "JOBWARDEN_WEBHOOK_MIN_SEVERITY"),
-    Route("email", "ERROR", "JOBWARDEN_EMAIL_MIN_SEVERITY"),
-]
-DAY = 86400.0
 
 
 @asynccontextmanager
@@ -36,23 +29,6 @@ async def client_for(ctx: AppContext) -> AsyncIterator[TestClient[Any, Any]]:
         yield client
     finally:
         await client.close()
-
-
-async def expand(conn: Conn) -> None:
-    await outbox.expand_events(conn, ROUTES, datetime.now(UTC), max_age=DAY)
-
-
-async def fail_deliveries(conn: Conn, channel: str, error: str, status: int) -> list[str]:
-    """The dispatcher's way: claim the channel's due deliveries, record them failed."""
-    now = datetime.now(UTC)
-    claim = await outbox.claim(
-        conn, channel, "test", now, lease=30, batch=50, digest_threshold=None, bucket=None
-    )
-    finished = [outbox.Finished(d.id, "failed", error, status) for d in claim.deliveries]
-    await outbox.record(
-        conn, channel, "test", finished, outbox.ChannelOutcome(None, error, None, 0), now
-    )
-    return [d.id for d in claim.deliveries]
 
 
 async def test_alerts_list_and_show_with_their_deliveries(ctx: AppContext) -> None:

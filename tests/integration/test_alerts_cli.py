@@ -10,19 +10,13 @@ from typing import Any, TypeVar
 import asyncpg
 
 from jobwarden.alerts import outbox
-from jobwarden.alerts.routing import Route
 from jobwarden.db.pg import Conn
 from tests.integration.conftest import app_context
 from tests.integration.fakes import SlackFake, WebhookFake
+from tests.integration.outboxes import expand, fail_deliveries
 from tests.integration.processes import Result, run_cli
 from tests.integration.webapp import insert_alert, resolve_alert
 
-ROUTES = [
-    Route("slack", "WARNING", "JOBWARDEN_SLACK_MIN_SEVERITY"),
-    Route("webhook", "INFO", "JOBWARDEN_WEBHOOK_MIN_SEVERITY"),
-    Route("email", "ERROR", "JOBWARDEN_EMAIL_MIN_SEVERITY"),
-]
-DAY = 86400.0
 # Nothing listens here: `alerts test` must not need the database.
 NO_DATABASE = "postgresql://jobwarden:secret@127.0.0.1:9/nowhere"
 T = TypeVar("T")
@@ -34,23 +28,6 @@ def on_db(dsn: str, work: Callable[[Conn], Awaitable[T]]) -> T:
             return await work(conn)
 
     return asyncio.run(run())
-
-
-async def expand(conn: Conn) -> None:
-    await outbox.expand_events(conn, ROUTES, datetime.now(UTC), max_age=DAY)
-
-
-async def fail_deliveries(conn: Conn, channel: str, error: str, status: int) -> list[str]:
-    """The dispatcher's way: claim the channel's due deliveries, record them failed."""
-    now = datetime.now(UTC)
-    claim = await outbox.claim(
-        conn, channel, "test", now, lease=30, batch=50, digest_threshold=None, bucket=None
-    )
-    finished = [outbox.Finished(d.id, "failed", error, status) for d in claim.deliveries]
-    await outbox.record(
-        conn, channel, "test", finished, outbox.ChannelOutcome(None, error, None, 0), now
-    )
-    return [d.id for d in claim.deliveries]
 
 
 async def delivery(conn: Conn, delivery_id: str) -> dict[str, Any]:

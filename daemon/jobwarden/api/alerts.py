@@ -25,6 +25,7 @@ from jobwarden.alerts import actions, testsend, views
 from jobwarden.alerts.channels import configured_channels
 from jobwarden.alerts.channels.base import Outcome
 from jobwarden.alerts.testsend import ChannelNotConfigured
+from jobwarden.api.body import json_object
 from jobwarden.api.errors import BadRequest, NotFound
 from jobwarden.api.state import API_STATE, ApiState
 
@@ -54,18 +55,6 @@ def _limit(request: web.Request) -> int:
         return views.parse_limit(text)
     except ValueError as exc:
         raise BadRequest("limit", f"limit {exc}") from None
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("body", "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body", "the body must be a JSON object")
-    return body
 
 
 def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
@@ -102,7 +91,7 @@ async def resolve_alert(request: web.Request) -> web.Response:
 
 
 async def send_test_notification(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     _unknown_fields(body, {"channel"})
     only = body.get("channel")
     if only is not None and not isinstance(only, str):
@@ -153,7 +142,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
 
 
 async def retry_all_failed(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     _unknown_fields(body, {"allFailed"})
     if body.get("allFailed") is not True:
         raise BadRequest("allFailed", "allFailed must be true (to retry one: POST …/{id}/retry)")

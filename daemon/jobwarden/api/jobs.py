@@ -15,10 +15,10 @@ GET    /api/health/jobs               each job's status; 200 when none is late, 
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
+from jobwarden.api.body import json_object
 from jobwarden.api.errors import BadRequest, NotFound
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.db.pg import Conn
@@ -53,18 +53,6 @@ def _invalid(exc: InvalidExpectation) -> BadRequest:
     return BadRequest(name, f"{name} {message}", problems=problems)
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("body", "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body", "the body must be a JSON object")
-    return body
-
-
 def _job(request: web.Request) -> str:
     job_id = request.match_info["job"]
     try:
@@ -91,7 +79,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def put_job(request: web.Request) -> web.Response:
     state, job_id = _state(request), _job(request)
-    body = await _json_object(request)
+    body = await json_object(request)
     unknown = [name for name in body if name not in _FIELDS]
     if unknown:
         problems = [{"field": name, "error": "is not an expectation field"} for name in unknown]
@@ -136,7 +124,7 @@ async def resume_job(request: web.Request) -> web.Response:
 
 
 async def maintenance_job(request: web.Request) -> web.Response:
-    body = await _json_object(request)
+    body = await json_object(request)
     if "until" not in body:
         raise BadRequest("until", "until is required (an ISO 8601 time)")
     try:
