@@ -207,3 +207,17 @@ async def test_the_shared_alerts_table_keeps_its_seed_shape(ctx: AppContext) -> 
             " WHERE t.tgname = 'jobwarden_alert_events'"
         )
         assert function_schema == "jobwarden"
+
+
+async def test_the_frequent_sweep_looks_at_recent_alerts_and_the_full_one_at_all(
+    ctx: AppContext,
+) -> None:
+    now = datetime.now(UTC)
+    async with ctx.db.connection() as conn:
+        await conn.execute("DROP TRIGGER jobwarden_alert_events ON alerts")
+        await insert_alert(conn, created_at=now - timedelta(minutes=1))
+        await insert_alert(conn, created_at=now - timedelta(hours=2))
+        recent = await sweep.sweep(conn, now, repeat_interval=0, max_age=DAY, full=False)
+        assert recent.missed == 1
+        full = await sweep.sweep(conn, now, repeat_interval=0, max_age=DAY, full=True)
+        assert full.missed == 1
