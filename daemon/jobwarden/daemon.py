@@ -107,14 +107,15 @@ async def report_channels(db: Database, channels: list[Channel]) -> None:
     async with db.connection() as conn:
         if not await conn.fetchval(TRIGGER_PRESENT):
             log.warning(
-                "the trigger on alerts is missing: new alerts are found by the sweep, "
-                f"within {sweep.SWEEP_INTERVAL_SECONDS:g}s, instead of at once"
+                "jobwarden's triggers on alerts are missing or disabled: new alerts are found"
+                f" by the sweep, within {sweep.SWEEP_INTERVAL_SECONDS:g}s, instead of at once"
             )
 
 
 TRIGGER_PRESENT = (
-    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'jobwarden_alert_events'"
-    " AND tgrelid = 'alerts'::regclass AND tgenabled <> 'D')"
+    "SELECT count(*) = 2 FROM pg_trigger WHERE tgrelid = 'alerts'::regclass"
+    " AND tgname IN ('jobwarden_alerts_inserted', 'jobwarden_alerts_updated')"
+    " AND tgenabled <> 'D'"
 )
 
 

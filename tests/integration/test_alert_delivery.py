@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from jobwarden.alerts import sweep
+from jobwarden.alerts.actions import retry_deliveries
 from jobwarden.alerts.channels import configured_channels
 from jobwarden.alerts.dispatcher import DeliveryDispatcher
 from jobwarden.context import AppContext
 from tests.integration.conftest import app_context
 from tests.integration.fakes.services import Services
-from tests.integration.webapp import alerts, insert_alert, resolve_alert
+from tests.integration.webapp import alerts, drop_jobwarden_triggers, insert_alert, resolve_alert
 
 
 @asynccontextmanager
@@ -181,7 +182,9 @@ async def test_retry_after_pauses_the_whole_channel(migrated_dsn: str, services:
             await d.step(later(32))  # it went through: the rest follows
         await services.slack.wait_for(2)
     assert len(services.slack.requests) == 3
-    assert sorted(m.json["text"] for m in services.slack.messages) != []
+    texts = [m.json["text"] for m in services.slack.messages]
+    assert any("second" in t for t in texts)
+    assert any("first" in t for t in texts)
 
 
 async def test_sendgrids_rate_limit_reset_pauses_email_until_then(
@@ -359,7 +362,7 @@ async def test_a_reminder_for_an_alert_resolved_meanwhile_is_not_sent(
 async def test_an_old_backlog_is_not_sent(migrated_dsn: str, services: Services) -> None:
     async with dispatcher(migrated_dsn, services) as (ctx, d):
         async with ctx.db.connection() as conn:
-            await conn.execute("DROP TRIGGER jobwarden_alert_events ON alerts")
+            await drop_jobwarden_triggers(conn)
             for days in (2, 30, 300):
                 await insert_alert(
                     conn, severity="CRITICAL", created_at=datetime.now(UTC) - timedelta(days=days)
@@ -373,3 +376,50 @@ async def test_an_old_backlog_is_not_sent(migrated_dsn: str, services: Services)
             )
     assert suppressed == 9
     assert services.counts() == (0, 0, 0)
+
+
+async def test_no_resolved_notification_where_the_firing_one_failed_until_it_is_retried(
+    migrated_dsn: str, services: Services
+) -> None:
+    services.hook.fail_next(1, status=400, body="unknown alert type")
+    async with dispatcher(migrated_dsn, services) as (ctx, d):
+        async with ctx.db.connection() as conn:
+            alert_id = await insert_alert(conn, severity="CRITICAL")
+            await d.step()
+            await resolve_alert(conn, alert_id)
+            await d.step()
+            await d.step(later(60))
+            rows = await delivery_rows(ctx, alert_id)
+            assert rows["webhook/firing"]["status"] == "failed"
+            assert rows["webhook/resolved"]["status"] == "suppressed"
+            assert rows["slack/resolved"]["status"] == "sent"
+            assert [m.json["type"] for m in services.hook.messages] == []
+            # Someone fixes the receiver and retries the firing notification: the
+            # resolved one follows it, so the receiver does not see the alert open.
+            await retry_deliveries(
+                conn, datetime.now(UTC), delivery_id=rows["webhook/firing"]["id"]
+            )
+            await d.step()
+            await d.step()
+        await services.hook.wait_for(2)
+    assert [m.json["type"] for m in services.hook.messages] == ["alert.firing", "alert.resolved"]
+
+
+async def test_a_resolved_notification_waits_for_its_firing_one_without_spinning(
+    migrated_dsn: str, services: Services
+) -> None:
+    services.hook.go_down(status=500)
+    async with dispatcher(migrated_dsn, services, JOBWARDEN_DELIVERY_BACKOFF_BASE="30s",
+                          JOBWARDEN_DELIVERY_BACKOFF_CAP="1m") as (ctx, d):  # fmt: skip
+        async with ctx.db.connection() as conn:
+            alert_id = await insert_alert(conn, severity="CRITICAL")
+            await d.step()
+            await resolve_alert(conn, alert_id)
+        await d.expand()
+        webhook = next(c for c in d.channels if c.name == "webhook")
+        waiting = await d.deliver(webhook)
+        rows = await delivery_rows(ctx, alert_id)
+    assert rows["webhook/resolved"]["status"] == "pending"
+    assert waiting.claimed == 0
+    assert waiting.wait is not None
+    assert waiting.wait > 10  # until the firing notification's next try, not at once

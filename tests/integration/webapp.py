@@ -92,3 +92,9 @@ async def resolve_alert(conn: Conn, alert_id: str) -> None:
         " \"updatedAt\" = now() AT TIME ZONE 'UTC' WHERE id = $1",
         alert_id,
     )
+
+
+async def drop_jobwarden_triggers(conn: Conn) -> None:
+    """As if jobwarden's triggers on alerts were never installed, or dropped by hand."""
+    await conn.execute("DROP TRIGGER jobwarden_alerts_inserted ON alerts")
+    await conn.execute("DROP TRIGGER jobwarden_alerts_updated ON alerts")

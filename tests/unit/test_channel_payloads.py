@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from jobwarden.alerts.channels import configured_channels
-from jobwarden.alerts.channels.http import retry_after
+from jobwarden.alerts.channels.http import hide_url, retry_after
 from jobwarden.alerts.channels.sendgrid import mail_body
 from jobwarden.alerts.channels.slack import escape, slack_payload, truncate
 from jobwarden.alerts.channels.webhook import sign, webhook_body
@@ -328,3 +328,14 @@ async def test_configured_channels_follow_the_settings() -> None:
         names = [channel.name for channel in configured_channels(everything, http, sandbox=True)]
         assert names == ["slack", "webhook", "email"]
         assert configured_channels(nothing, http, sandbox=False) == []
+
+
+def test_a_webhook_url_echoed_json_escaped_or_decoded_is_hidden_too() -> None:
+    url = "https://hooks.example.com/services/T1/B2/abcSECRET?token=x%20y"
+    echoed = (
+        'bad payload for "https:\\/\\/hooks.example.com\\/services\\/T1\\/B2\\/abcSECRET"'
+        " (token=x y)"
+    )
+    hidden = hide_url(echoed, url)
+    assert "abcSECRET" not in hidden
+    assert "x y" not in hidden

@@ -32,6 +32,20 @@ SET status = 'pending', next_attempt_at = $2, attempts = 0, created_at = $2, upd
 WHERE id = $1 AND status = 'failed'
 """
 
+# A firing notification sent again takes its channel's resolved notification with it,
+# if that was held back because the firing one had failed: the channel must not be left
+# showing the alert open.
+REVIVE_RESOLVED = """
+UPDATE jobwarden.deliveries d
+SET status = 'pending', next_attempt_at = $1, attempts = 0, created_at = $1, updated_at = $1,
+    last_error = NULL
+FROM jobwarden.deliveries f
+WHERE f.event = 'firing' AND f.status = 'pending' AND f.attempts = 0 AND f.updated_at = $1
+  AND d.alert_id = f.alert_id AND d.channel = f.channel AND d.event = 'resolved'
+  AND d.status = 'suppressed'
+  AND d.last_error = 'the firing notification did not go out on this channel'
+"""
+
 RETRY_ALL_FAILED = """
 UPDATE jobwarden.deliveries
 SET status = 'pending', next_attempt_at = $1, attempts = 0, created_at = $1, updated_at = $1,
@@ -102,5 +116,6 @@ async def retry_deliveries(
         else:
             count = _count(await conn.execute(RETRY_ALL_FAILED, now))
         if count:
+            await conn.execute(REVIVE_RESOLVED, now)
             await conn.execute(NOTIFY, NOTIFY_CHANNEL)
     return count

@@ -42,6 +42,7 @@ from jobwarden.logsetup import get_logger
 log = get_logger(__name__)
 
 IDLE_TICK_SECONDS = 2.0  # longest a loop sleeps without a wake-up
+MIN_SLEEP_SECONDS = 0.05  # shortest, when nothing could be claimed
 SLACK_BUCKET = outbox.TokenBucket(burst=5, rate=1.0)
 BATCH = {"slack": 5, "webhook": 32, "email": 10}
 MIN_SEVERITY_SETTING = {
@@ -103,6 +104,9 @@ class DeliveryDispatcher:
         self._channel_wakes = {c.name: asyncio.Event() for c in self.channels}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Outcomes of sends whose recording failed (the database went away just then):
+        # written before the channel claims again, so nothing sent is sent again.
+        self._unrecorded: dict[str, tuple[list[outbox.Finished], outbox.ChannelOutcome]] = {}
 
     # --- one step, for tests and for the loops ---------------------------------------
 
@@ -131,6 +135,7 @@ class DeliveryDispatcher:
         clock = _now if now is None else _fixed(now)
         now = clock()
         settings = self._ctx.settings
+        await self._record_unrecorded(channel.name, now)
         async with self._ctx.db.connection() as conn:
             claim = await outbox.claim(
                 conn,
@@ -153,9 +158,17 @@ class DeliveryDispatcher:
             outcome = self._channel_outcome(sends, claim.failures, clock())
         else:
             outcome = outbox.ChannelOutcome(None, None, None, claim.failures)
-        async with self._ctx.db.connection() as conn:
-            await outbox.record(conn, channel.name, self.owner, finished, outcome, clock())
+        self._unrecorded[channel.name] = (finished, outcome)
+        await self._record_unrecorded(channel.name, clock())
         return result
+
+    async def _record_unrecorded(self, channel: str, now: datetime) -> None:
+        if (unrecorded := self._unrecorded.get(channel)) is None:
+            return
+        finished, outcome = unrecorded
+        async with self._ctx.db.connection() as conn:
+            await outbox.record(conn, channel, self.owner, finished, outcome, now)
+        del self._unrecorded[channel]
 
     async def step(self, now: datetime | None = None) -> StepResult:
         """One expansion, then one send per channel, all channels at once."""
@@ -277,8 +290,11 @@ class DeliveryDispatcher:
     # --- the service -----------------------------------------------------------------
 
     def wake(self) -> None:
-        """Look for new events now (a NOTIFY arrived, or the listener reconnected)."""
+        """Look now (a NOTIFY arrived, or the listener reconnected): for new events, and
+        for deliveries made due by hand (`deliveries retry`)."""
         self._expand_wake.set()
+        for wake in self._channel_wakes.values():
+            wake.set()
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._expand_loop(), name="delivery-expander")]
@@ -301,6 +317,8 @@ class DeliveryDispatcher:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         try:
+            for channel in list(self._unrecorded):
+                await self._record_unrecorded(channel, _now())
             async with self._ctx.db.connection() as conn:
                 released = await outbox.release(conn, self.owner, _now())
         except DATABASE_ERRORS as exc:
@@ -318,7 +336,7 @@ class DeliveryDispatcher:
                 await self.expand()
                 errors = 0
                 wait = IDLE_TICK_SECONDS
-            except DATABASE_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001  the loop outlives any one failure (logged)
                 errors += 1
                 wait = self._loop_backoff(errors, "expanding alert events", exc)
             await self._sleep(self._expand_wake, wait)
@@ -331,7 +349,7 @@ class DeliveryDispatcher:
             try:
                 result = await self.deliver(channel)
                 errors = 0
-            except DATABASE_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001  the loop outlives any one failure (logged)
                 errors += 1
                 await self._sleep(
                     wake, self._loop_backoff(errors, f"delivering to {channel.name}", exc)
@@ -340,15 +358,18 @@ class DeliveryDispatcher:
             if result.claimed:
                 continue
             wait = IDLE_TICK_SECONDS if result.wait is None else min(result.wait, IDLE_TICK_SECONDS)
-            await self._sleep(wake, wait)
+            await self._sleep(wake, max(wait, MIN_SLEEP_SECONDS))
 
-    def _loop_backoff(self, errors: int, doing: str, exc: BaseException) -> float:
+    def _loop_backoff(self, errors: int, doing: str, exc: Exception) -> float:
         delay = min(30.0, 0.5 * 2.0 ** min(errors - 1, 6))
-        (log.warning if errors == 1 else log.debug)(
-            f"database error while {doing}; will retry",
-            error=f"{type(exc).__name__}: {exc}",
-            retry_in_s=delay,
-        )
+        if not isinstance(exc, DATABASE_ERRORS):
+            log.error(f"error while {doing}; will retry", retry_in_s=delay, exc_info=exc)
+        elif errors == 1:
+            log.warning(
+                f"database error while {doing}; will retry",
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=delay,
+            )
         return delay
 
     async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import asyncpg
+
 from jobwarden.alerts.channels.base import Attempt, Channel, Outcome
 from jobwarden.alerts.notification import AlertView, Event, Notification
 from jobwarden.alerts.outbox import new_delivery_id
@@ -67,6 +69,7 @@ class _Delivery:
     attempts: int = 0
     last: Attempt | None = None
     sent_at: datetime | None = None
+    not_before: float = 0.0  # monotonic: the service asked to wait (Retry-After) until then
 
     @property
     def done(self) -> bool:
@@ -112,14 +115,30 @@ class DatabaseOutageWatch:
         try:
             await asyncio.wait_for(self._ctx.db.ping(), PROBE_TIMEOUT_SECONDS)
         except DATABASE_ERRORS as exc:
-            await self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-            return
+            # A pool that is merely busy is not a database that is down: ask directly.
+            if not await self._reachable_directly():
+                await self._down(type(exc).__name__, detail=f"{type(exc).__name__}: {exc}")
+                return
         await self._up()
 
-    async def _down(self, error: str) -> None:
+    async def _reachable_directly(self) -> bool:
+        try:
+            conn = await asyncpg.connect(self._ctx.db.url.dsn, timeout=PROBE_TIMEOUT_SECONDS)
+        except DATABASE_ERRORS:
+            return False
+        try:
+            await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
+            return True
+        except DATABASE_ERRORS:
+            return False
+        finally:
+            conn.terminate()
+
+    async def _down(self, error: str, *, detail: str) -> None:
+        """`error` goes out to the channels (no host, port or user); `detail` to the log."""
         now = self._clock()
         if self.episode is None:
-            log.warning("database unreachable", error=error)
+            log.warning("database unreachable", error=detail)
             self.episode = _Episode(new_id(), self._wall(), now, error)
         episode = self.episode
         if now - episode.began_monotonic < self._after:
@@ -194,7 +213,12 @@ class DatabaseOutageWatch:
         event: Event,
         channels: Sequence[Channel],
     ) -> None:
-        todo = [c for c in channels if not deliveries.setdefault(c.name, _Delivery()).done]
+        now = self._clock()
+        todo = [
+            c
+            for c in channels
+            if not (d := deliveries.setdefault(c.name, _Delivery())).done and d.not_before <= now
+        ]
 
         async def one(channel: Channel) -> None:
             delivery = deliveries[channel.name]
@@ -205,6 +229,8 @@ class DatabaseOutageWatch:
                 log.exception("channel raised instead of reporting", channel=channel.name)
                 attempt = Attempt(Outcome.RETRY, error=f"internal error: {type(exc).__name__}")
             delivery.last = attempt
+            if attempt.wait is not None:
+                delivery.not_before = self._clock() + attempt.wait
             if attempt.outcome is Outcome.SENT:
                 delivery.sent_at = self._wall()
                 log.info("notification sent", channel=channel.name, alert_id=alert.id,

@@ -74,7 +74,8 @@ SELECT paused_until, tokens, refilled_at, failures
 FROM jobwarden.channel_state WHERE channel = $1 FOR UPDATE
 """
 
-# Due, not leased, and (resolved, reminder) not ahead of the channel's firing notification.
+# Due, not leased, and (resolved, reminder) only once the channel's firing notification
+# went out: while it is pending they wait; once it failed they are suppressed.
 COUNT_CLAIMABLE = """
 SELECT count(*) FROM (
     SELECT 1 FROM jobwarden.deliveries c
@@ -83,7 +84,7 @@ SELECT count(*) FROM (
       AND (c.event = 'firing' OR NOT EXISTS (
             SELECT 1 FROM jobwarden.deliveries f
             WHERE f.alert_id = c.alert_id AND f.channel = c.channel AND f.event = 'firing'
-              AND f.status = 'pending'))
+              AND f.status <> 'sent'))
     LIMIT $3
 ) AS due
 """
@@ -99,7 +100,7 @@ WHERE d.id = ANY(ARRAY(
       AND (c.event = 'firing' OR NOT EXISTS (
             SELECT 1 FROM jobwarden.deliveries f
             WHERE f.alert_id = c.alert_id AND f.channel = c.channel AND f.event = 'firing'
-              AND f.status = 'pending'))
+              AND f.status <> 'sent'))
     ORDER BY c.next_attempt_at, c.created_at
     LIMIT $5
     FOR UPDATE SKIP LOCKED
@@ -108,8 +109,13 @@ RETURNING d.id, d.alert_id, d.event, d.reminder, d.attempts, d.created_at
 """
 
 NEXT_DUE = """
-SELECT min(GREATEST(next_attempt_at, coalesce(claimed_until, next_attempt_at)))
-FROM jobwarden.deliveries WHERE channel = $1 AND status = 'pending'
+SELECT min(GREATEST(c.next_attempt_at, coalesce(c.claimed_until, c.next_attempt_at)))
+FROM jobwarden.deliveries c
+WHERE c.channel = $1 AND c.status = 'pending'
+  AND (c.event = 'firing' OR NOT EXISTS (
+        SELECT 1 FROM jobwarden.deliveries f
+        WHERE f.alert_id = c.alert_id AND f.channel = c.channel AND f.event = 'firing'
+          AND f.status <> 'sent'))
 """
 
 WRITE_BUCKET = """
@@ -132,6 +138,18 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[],
             $6::timestamptz[], $7::text[])
      AS u(id, status, next_attempt_at, error, response_status, sent_at, digest_id)
 WHERE d.id = u.id AND d.claimed_by = $8
+"""
+
+# A firing notification that failed (or was suppressed) takes its channel's resolved and
+# reminder notifications with it: nobody hears "resolved" about what they never got.
+SUPPRESS_DEPENDENTS = """
+UPDATE jobwarden.deliveries d
+SET status = 'suppressed', last_error = 'the firing notification did not go out on this channel',
+    updated_at = $2
+FROM jobwarden.deliveries f
+WHERE f.id = ANY($1::text[]) AND f.event = 'firing' AND f.status IN ('failed', 'suppressed')
+  AND d.alert_id = f.alert_id AND d.channel = f.channel AND d.event <> 'firing'
+  AND d.status = 'pending' AND d.claimed_by IS NULL
 """
 
 WRITE_CHANNEL_OUTCOME = """
@@ -386,6 +404,8 @@ async def record(
                 owner,
                 now,
             )
+            if ended := [f.id for f in finished if f.status in ("failed", "suppressed")]:
+                await conn.execute(SUPPRESS_DEPENDENTS, ended, now)
         await conn.execute(
             WRITE_CHANNEL_OUTCOME,
             channel,

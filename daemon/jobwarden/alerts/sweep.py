@@ -124,8 +124,8 @@ async def sweep(
     reminders = 0
     if repeat_interval > 0:
         reminders = _count(await conn.execute(RECORD_REMINDERS, now, repeat_interval))
-    suppressed = _count(await conn.execute(SUPPRESS_ORPHANS, now))
     given_up = _count(await conn.execute(GIVE_UP, now, max_age))
+    suppressed = _count(await conn.execute(SUPPRESS_ORPHANS, now))
     if missed or reminders:
         await conn.execute(NOTIFY, NOTIFY_CHANNEL)
     return SweepResult(missed, reminders, suppressed, given_up)

@@ -95,7 +95,9 @@ def _secret_parts(url: str) -> list[str]:
     path_query = f"{parts.path}?{parts.query}" if parts.query else parts.path
     candidates = {url, url.split("?", 1)[0], path_query, parts.path, unquote(parts.path)}
     if parts.query:
-        candidates.add(parts.query)
+        candidates |= {parts.query, unquote(parts.query)}
+    # Echoed inside JSON, "/" may come back as "\/".
+    candidates |= {c.replace("/", "\\/") for c in candidates}
     return sorted((c for c in candidates if len(c) > 1), key=len, reverse=True)
 
 
