@@ -219,3 +219,20 @@ async def test_the_frequent_sweep_looks_at_recent_alerts_and_the_full_one_at_all
         assert recent.missed == 1
         full = await sweep.sweep(conn, now, repeat_interval=0, max_age=DAY, full=True)
         assert full.missed == 1
+
+
+async def test_the_outbox_of_alerts_the_web_app_deleted_is_pruned(ctx: AppContext) -> None:
+    async with ctx.db.connection() as conn:
+        kept = await insert_alert(conn, severity="CRITICAL")
+        gone = await insert_alert(conn, severity="CRITICAL")
+        await expand(conn)
+        await conn.execute(
+            "UPDATE jobwarden.deliveries SET status = 'sent' WHERE alert_id = $1", gone
+        )
+        await conn.execute("DELETE FROM alerts WHERE id = $1", gone)
+        swept = await sweep.sweep(conn, datetime.now(UTC), repeat_interval=0, max_age=DAY)
+        assert swept.pruned == 4  # its firing event and its three deliveries
+        assert await deliveries(conn, gone) == {}
+        assert len(await deliveries(conn, kept)) == 3
+        again = await sweep.sweep(conn, datetime.now(UTC), repeat_interval=0, max_age=DAY)
+        assert (again.pruned, again.missed) == (0, 0)

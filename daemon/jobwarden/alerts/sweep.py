@@ -5,14 +5,16 @@ Every few seconds, on every replica (each statement is idempotent):
 - an alert with no `firing` event (it predates jobwarden, or the trigger was dropped
   or failed) gets one; a resolved alert with no `resolved` event gets one. Every
   pass looks at the alerts created in the last ten minutes (along the index on
-  `createdAt`); once a minute a pass looks at all of them (a scan: about 120 ms
+  `createdAt`); once a minute a pass looks at all of them (scans: about 170 ms
   for 200,000 alerts);
 - an open CRITICAL or ERROR alert whose firing notification went out somewhere gets
   reminder n once n x `JOBWARDEN_ALERT_REPEAT_INTERVAL` has passed since it fired
   (after a long stop, only the latest reminder is due, not every one missed);
 - a resolved or reminder delivery whose channel's firing notification failed or was
   suppressed is suppressed too; a delivery still pending after
-  `JOBWARDEN_DELIVERY_MAX_AGE` is given up (`failed`).
+  `JOBWARDEN_DELIVERY_MAX_AGE` is given up (`failed`);
+- in the full pass, the events and finished deliveries of alerts the web app has
+  deleted are deleted too: the outbox grows with the alerts table, never beyond it.
 
 Whatever it records is announced with NOTIFY, so every dispatcher looks at once.
 """
@@ -89,6 +91,16 @@ WHERE status = 'pending' AND created_at < $1::timestamptz - make_interval(secs =
   AND (claimed_until IS NULL OR claimed_until < $1)
 """
 
+PRUNE_EVENTS = """
+DELETE FROM jobwarden.alert_events e
+WHERE e.expanded_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = e.alert_id)
+"""
+
+PRUNE_DELIVERIES = """
+DELETE FROM jobwarden.deliveries d
+WHERE d.status <> 'pending' AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id)
+"""
+
 NOTIFY = "SELECT pg_notify($1, '')"
 
 
@@ -98,6 +110,7 @@ class SweepResult:
     reminders: int
     suppressed: int
     given_up: int
+    pruned: int = 0  # outbox rows of deleted alerts
 
     def log_fields(self) -> dict[str, object]:
         return {
@@ -105,6 +118,7 @@ class SweepResult:
             "reminders": self.reminders,
             "suppressed": self.suppressed,
             "given_up": self.given_up,
+            "pruned": self.pruned,
         }
 
 
@@ -126,9 +140,13 @@ async def sweep(
         reminders = _count(await conn.execute(RECORD_REMINDERS, now, repeat_interval))
     given_up = _count(await conn.execute(GIVE_UP, now, max_age))
     suppressed = _count(await conn.execute(SUPPRESS_ORPHANS, now))
+    pruned = 0
+    if full:
+        pruned = _count(await conn.execute(PRUNE_EVENTS))
+        pruned += _count(await conn.execute(PRUNE_DELIVERIES))
     if missed or reminders:
         await conn.execute(NOTIFY, NOTIFY_CHANNEL)
-    return SweepResult(missed, reminders, suppressed, given_up)
+    return SweepResult(missed, reminders, suppressed, given_up, pruned)
 
 
 SWEEP_JOB = "delivery-sweep"
