@@ -200,7 +200,9 @@ class Daemon:
             await report_channels(db, channels)
             dispatcher = DeliveryDispatcher(ctx, channels)
             listener.subscribe(outbox.NOTIFY_CHANNEL, dispatcher.wake)
-            outage = DatabaseOutageWatch(ctx, channels)
+            outage = DatabaseOutageWatch(
+                ctx, channels, state_file=settings.state_dir / "outage.json"
+            )
             self.scheduler = JobScheduler(ctx, periodic_jobs(settings))
             runner, port = await start_server(
                 make_app(ctx, self.scheduler), settings.http_host, settings.http_port

@@ -2,6 +2,7 @@
 when it is back; the episode is then recorded without a second notification."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,34 @@ async def test_a_short_blip_is_only_logged(
         async with ctx.db.connection() as conn:
             assert await alerts(conn) == []
     assert services.counts() == (0, 0, 0)
+
+
+async def test_a_daemon_restarted_during_an_outage_still_sends_the_resolved_notice(
+    migrated_dsn: str, services: Services, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    dsn = with_host(migrated_dsn, "127.0.0.1", proxy.port)
+    state = tmp_path / "outage.json"
+    clock = [0.0]
+    async with app_context(dsn, **services.env(JOBWARDEN_DB_CONNECT_TIMEOUT="2s")) as ctx:
+        channels = configured_channels(ctx.settings, ctx.http, sandbox=False)
+        before = DatabaseOutageWatch(ctx, channels, clock=lambda: clock[0], state_file=state)
+        await proxy.stop(cut=True)
+        await before.probe_once()
+        clock[0] += 61
+        await before.probe_once()
+        await services.hook.wait_for(1)
+        assert state.exists()
+    # The daemon restarts; the database comes back.
+    await proxy.start()
+    async with app_context(dsn, **services.env()) as ctx:
+        channels = configured_channels(ctx.settings, ctx.http, sandbox=False)
+        after = DatabaseOutageWatch(ctx, channels, state_file=state)
+        assert after.episode is not None
+        await after.probe_once()
+        assert after.episode is None
+        async with ctx.db.connection() as conn:
+            (row,) = await alerts(conn)
+    assert not state.exists()
+    assert [m.json["type"] for m in services.hook.messages] == ["alert.firing", "alert.resolved"]
+    assert row["id"] == services.hook.messages[0].json["data"]["id"]
+    assert row["resolved"] is True

@@ -11,15 +11,22 @@ already sent in the same transaction: the outbox never sends it a second time.
 With several replicas, the one that led (or runs alone) when the outage began
 speaks; the others only log. No database means no leader election, so this is
 decided from what each replica knew when it lost the database.
+
+An announced outage is remembered in a file of the state directory until it is
+recorded: a daemon restarted in the middle of one (the database still down when
+it starts, it waits) sends the resolved notification once it is back.
 """
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -75,6 +82,31 @@ class _Delivery:
     def done(self) -> bool:
         return self.last is not None and self.last.outcome is not Outcome.RETRY
 
+    def saved(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "key": self.key,
+            "attempts": self.attempts,
+            "sentAt": None if self.sent_at is None else self.sent_at.isoformat(),
+            "outcome": None if last is None else last.outcome.value,
+            "status": None if last is None else last.status,
+            "error": None if last is None else last.error,
+        }
+
+    @classmethod
+    def restored(cls, saved: dict[str, Any]) -> "_Delivery":
+        outcome = saved.get("outcome")
+        last = None
+        if outcome is not None:
+            last = Attempt(Outcome(outcome), status=saved.get("status"), error=saved.get("error"))
+        sent_at = saved.get("sentAt")
+        return cls(
+            key=saved["key"],
+            attempts=saved["attempts"],
+            last=last,
+            sent_at=None if sent_at is None else datetime.fromisoformat(sent_at),
+        )
+
 
 @dataclass
 class _Episode:
@@ -96,13 +128,64 @@ class DatabaseOutageWatch:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        state_file: Path | None = None,
     ) -> None:
         self._ctx = ctx
         self._channels = list(channels)
         self._clock = clock
         self._wall = wall
         self._after = ctx.settings.db_down_alert_after
-        self.episode: _Episode | None = None
+        self._state_file = state_file
+        self.episode: _Episode | None = self._load()
+
+    def _load(self) -> _Episode | None:
+        """An outage announced before a restart, not yet recorded."""
+        if self._state_file is None or not self._state_file.exists():
+            return None
+        try:
+            saved = json.loads(self._state_file.read_text(encoding="utf-8"))
+            episode = _Episode(
+                alert_id=saved["alertId"],
+                began=datetime.fromisoformat(saved["began"]),
+                began_monotonic=self._clock(),
+                error=saved["error"],
+                firing={c: _Delivery.restored(d) for c, d in saved["firing"].items()},
+                announced=True,
+                speaks=True,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring an unreadable outage file", path=str(self._state_file),
+                        error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return None
+        log.info("an outage announced before this restart is still to be resolved",
+                 alert_id=episode.alert_id)  # fmt: skip
+        return episode
+
+    def _save(self, episode: _Episode) -> None:
+        if self._state_file is None:
+            return
+        saved = {
+            "alertId": episode.alert_id,
+            "began": episode.began.isoformat(),
+            "error": episode.error,
+            "firing": {c: d.saved() for c, d in episode.firing.items()},
+        }
+        try:
+            self._state_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._state_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps(saved), encoding="utf-8")
+            temporary.replace(self._state_file)
+        except OSError as exc:
+            log.warning(
+                "cannot remember the outage across a restart",
+                path=str(self._state_file),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _forget(self) -> None:
+        if self._state_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._state_file.unlink()
 
     async def run(self, stop: asyncio.Event, interval: float = PROBE_INTERVAL_SECONDS) -> None:
         while not stop.is_set():
@@ -157,6 +240,7 @@ class DatabaseOutageWatch:
         if episode.speaks:
             alert = self._alert(episode, resolved_at=None)
             await self._send(episode.firing, alert, Event.FIRING, self._channels)
+            self._save(episode)
 
     async def _up(self) -> None:
         episode = self.episode
@@ -181,6 +265,7 @@ class DatabaseOutageWatch:
         except DATABASE_ERRORS as exc:
             log.warning("could not record the outage yet", error=f"{type(exc).__name__}: {exc}")
             return
+        self._forget()
         log.info(
             "database reachable again; outage recorded",
             alert_id=episode.alert_id,
