@@ -41,6 +41,9 @@ from jobwarden.logsetup import get_logger
 
 log = get_logger(__name__)
 
+EXPANSION_BATCH = 500  # events expanded per transaction
+ANALYZE_AFTER_EVENTS = 1000
+ANALYZE_OUTBOX = "ANALYZE jobwarden.alert_events, jobwarden.deliveries"
 IDLE_TICK_SECONDS = 2.0  # longest a loop sleeps without a wake-up
 MIN_SLEEP_SECONDS = 0.05  # shortest, when nothing could be claimed
 SLACK_BUCKET = outbox.TokenBucket(burst=5, rate=1.0)
@@ -115,7 +118,11 @@ class DeliveryDispatcher:
         while True:
             async with self._ctx.db.connection() as conn:
                 batch = await outbox.expand_events(
-                    conn, self.routes, now or _now(), max_age=self._ctx.settings.delivery_max_age
+                    conn,
+                    self.routes,
+                    now or _now(),
+                    max_age=self._ctx.settings.delivery_max_age,
+                    limit=EXPANSION_BATCH,
                 )
             total.events += batch.events
             total.deliveries += batch.deliveries
@@ -124,8 +131,14 @@ class DeliveryDispatcher:
                 total.by_channel[name] = total.by_channel.get(name, 0) + count
                 if name in self._channel_wakes:
                     self._channel_wakes[name].set()
-            if batch.events < 500:
-                return total
+            if batch.events < EXPANSION_BATCH:
+                break
+        if total.events >= ANALYZE_AFTER_EVENTS:
+            # A burst grew the outbox from nearly nothing: plans need its new size now,
+            # not when autovacuum gets to it.
+            async with self._ctx.db.connection() as conn:
+                await conn.execute(ANALYZE_OUTBOX)
+        return total
 
     async def deliver(self, channel: Channel, now: datetime | None = None) -> ChannelPass:
         """Claim what is due for `channel`, send it, record what happened.

@@ -97,8 +97,14 @@ async def use_json_codecs(conn: Conn) -> None:
 
 
 def session_settings(url: DatabaseUrl) -> dict[str, str]:
-    """Run-time settings of every jobwarden session: UTC, its name, Prisma's schema."""
+    """Run-time settings of every jobwarden session: UTC, its name, Prisma's schema,
+    custom plans."""
     settings = {"TimeZone": "UTC", "application_name": url.application_name or "jobwarden"}
+    if not url.pgbouncer:  # there statements are not cached, and PgBouncer refuses it
+        # jobwarden's tables grow from empty in minutes (a burst of alerts): a generic
+        # plan made while one was small would scan it whole long after. Planning each
+        # statement costs well under a millisecond.
+        settings["plan_cache_mode"] = "force_custom_plan"
     if url.schema:
         settings["search_path"] = quote_ident(url.schema)
     return settings
