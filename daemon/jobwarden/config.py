@@ -37,7 +37,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from jobwarden.dsn import DatabaseUrl, DatabaseUrlError, parse_database_url
 from jobwarden.durations import format_duration, parse_duration
 from jobwarden.secret import Secret
-from jobwarden.values import factor, positive_duration, positive_int, rate
+from jobwarden.values import boolean, factor, positive_duration, positive_int, rate
 
 T = TypeVar("T")
 
@@ -46,8 +46,6 @@ LOG_FORMATS = ("auto", "console", "logfmt", "json")
 MAX_EMAIL_RECIPIENTS = 1000  # SendGrid's limit per message
 MIN_API_TOKEN_LENGTH = 16
 SEVERITIES_LOWER = ("info", "warning", "error", "critical")  # the web app's, least urgent first
-_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
-             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\".]+$")
 _NAMED_EMAIL = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
@@ -216,13 +214,6 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _boolean(text: str) -> bool:
-    value = _BOOLEANS.get(text.strip().lower())
-    if value is None:
-        raise ValueError(f"must be true or false, not {text!r}")
-    return value
-
-
 def _number_shown(value: float) -> str:
     return f"{value:g}"
 
@@ -248,7 +239,7 @@ _DURATION = _Kind(positive_duration, show=format_duration)
 _DURATION_OR_ZERO = _Kind(parse_duration, show=format_duration)
 _RATE = _Kind(rate, show=_number_shown)
 _SEVERITY = _Kind(lambda text: _choice(SEVERITIES_LOWER)(text).upper())
-_BOOLEAN = _Kind(_boolean, show=lambda value: "true" if value else "false")
+_BOOLEAN = _Kind(boolean, show=lambda value: "true" if value else "false")
 _FACTOR = _Kind(factor, show=_number_shown)
 
 

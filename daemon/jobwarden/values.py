@@ -10,6 +10,16 @@ import math
 from jobwarden.durations import parse_duration
 
 MAX_COUNT = 1_000_000
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+
+
+def boolean(text: str) -> bool:
+    """`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case."""
+    value = _BOOLEANS.get(text.strip().lower())
+    if value is None:
+        raise ValueError(f"must be true or false, not {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -82,7 +82,10 @@ async def test_bad_query_and_unknown_paths_get_json_errors(ctx: AppContext) -> N
     try:
         resp = await client.get("/api/health?quick=perhaps")
         assert resp.status == 400
-        assert await resp.json() == {"error": "quick must be true or false", "field": "quick"}
+        assert await resp.json() == {
+            "error": "quick must be true or false, not 'perhaps'",
+            "field": "quick",
+        }
         resp = await client.get("/api/nothing")
         assert resp.status == 404
         assert (await resp.json())["error"] == "Not Found"

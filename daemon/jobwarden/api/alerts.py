@@ -27,24 +27,14 @@ from jobwarden.alerts.channels.base import Outcome
 from jobwarden.alerts.testsend import ChannelNotConfigured
 from jobwarden.api.body import json_object
 from jobwarden.api.errors import BadRequest, NotFound
+from jobwarden.api.query import flag
 from jobwarden.api.state import API_STATE, ApiState
 
 RESOLVED_BY = "jobwarden-api"
-_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
 def _state(request: web.Request) -> ApiState:
     return request.app[API_STATE]
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    text = request.query.get(name)
-    if text is None:
-        return False
-    value = _BOOLEANS.get(text.strip().lower())
-    if value is None:
-        raise BadRequest(name, f"{name} must be true or false, not {text!r}")
-    return value
 
 
 def _limit(request: web.Request) -> int:
@@ -64,7 +54,7 @@ def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 async def get_alerts(request: web.Request) -> web.Response:
-    unresolved, limit = _flag(request, "unresolved"), _limit(request)
+    unresolved, limit = flag(request, "unresolved"), _limit(request)
     async with _state(request).ctx.db.connection() as conn:
         alerts = await views.list_alerts(conn, unresolved=unresolved, limit=limit)
     return web.json_response({"alerts": alerts})
@@ -122,7 +112,7 @@ async def send_test_notification(request: web.Request) -> web.Response:
 
 
 async def get_deliveries(request: web.Request) -> web.Response:
-    failed, limit = _flag(request, "failed"), _limit(request)
+    failed, limit = flag(request, "failed"), _limit(request)
     async with _state(request).ctx.db.connection() as conn:
         deliveries = await views.list_deliveries(conn, failed_only=failed, limit=limit)
     return web.json_response({"deliveries": deliveries})

@@ -21,23 +21,11 @@ from jobwarden import __version__
 from jobwarden.alerts.channels import configured_channels
 from jobwarden.alerts.testsend import CHANNEL_NAMES
 from jobwarden.alerts.views import channel_health
-from jobwarden.api.errors import BadRequest
+from jobwarden.api.query import flag
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.db.migrations import read_status
 from jobwarden.db.pg import DATABASE_ERRORS
 from jobwarden.monitoring.evaluation import EVALUATION_JOB
-
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name)
-    if raw is None:
-        return False
-    value = _BOOLEANS.get(raw.strip().lower())
-    if value is None:
-        raise BadRequest(name, f"{name} must be true or false")
-    return value
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -140,7 +128,7 @@ async def health(request: web.Request) -> web.Response:
         "uptimeSeconds": round(time.monotonic() - state.ctx.started_at, 3),
         "role": state.ctx.leader.role,  # leader | follower | single
     }
-    if _flag(request, "quick"):
+    if flag(request, "quick"):
         return web.json_response({"status": "ok", **base})
     checks = {
         "database": await _database_check(state),
