@@ -83,8 +83,12 @@ BEGIN
             SELECT n.id, 'resolved' FROM new_rows n WHERE n.resolved
             ON CONFLICT DO NOTHING;
         ELSE
+            -- 'firing' too, in case its insert was missed: a resolved notification
+            -- only goes where the firing one went.
             INSERT INTO jobwarden.alert_events (alert_id, event)
-            SELECT n.id, 'resolved' FROM new_rows n JOIN old_rows o ON o.id = n.id
+            SELECT n.id, x.event
+            FROM new_rows n JOIN old_rows o ON o.id = n.id
+            CROSS JOIN (VALUES ('firing'), ('resolved')) AS x(event)
             WHERE n.resolved AND NOT o.resolved
             ON CONFLICT DO NOTHING;
         END IF;

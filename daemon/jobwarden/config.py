@@ -413,7 +413,8 @@ class Settings(BaseSettings):
     state_dir: Annotated[Path, _PATH] = _variable(
         "JOBWARDEN_STATE_DIR",
         ...,
-        "where the embedded PostgreSQL keeps its data (`postgres/`)",
+        "where the embedded PostgreSQL keeps its data (`postgres/`), and an announced database"
+        " outage until it is recorded (`outage.json`); must be writable",
         default_text="`$STATE_DIRECTORY`, else `~/.local/state/jobwarden`",
     )
     db_pool_size: Annotated[int, _POOL_SIZE] = _variable(

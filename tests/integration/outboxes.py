@@ -16,7 +16,15 @@ DAY = 86400.0
 
 
 async def expand(conn: Conn, now: datetime | None = None) -> outbox.Expansion:
-    return await outbox.expand_events(conn, ROUTES, now or datetime.now(UTC), max_age=DAY)
+    """Expand every event there is, as the dispatcher does (batch after batch)."""
+    total = outbox.Expansion()
+    while True:
+        batch = await outbox.expand_events(conn, ROUTES, now or datetime.now(UTC), max_age=DAY)
+        if not batch.events:
+            return total
+        total.events += batch.events
+        total.deliveries += batch.deliveries
+        total.suppressed += batch.suppressed
 
 
 async def fail_deliveries(conn: Conn, channel: str, error: str, status: int) -> list[str]:

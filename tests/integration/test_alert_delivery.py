@@ -428,3 +428,28 @@ async def test_a_resolved_notification_waits_for_its_firing_one_without_spinning
     assert waiting.claimed == 0
     assert waiting.wait is not None
     assert waiting.wait > 10  # until the firing notification's next try, not at once
+
+
+async def test_a_service_error_postgresql_cannot_store_does_not_stop_the_channel(
+    migrated_dsn: str, services: Services
+) -> None:
+    services.hook.fail_next(1, status=400, body="bad \x00 body")
+    services.email.fail_next(
+        1,
+        status=400,
+        body='{"errors": [{"message": "bad \\udcff address", "field": "from", "help": null}]}',
+        headers={"Content-Type": "application/json"},
+    )
+    async with dispatcher(migrated_dsn, services) as (ctx, d):
+        async with ctx.db.connection() as conn:
+            first = await insert_alert(conn, severity="CRITICAL")
+            await d.step()
+            second = await insert_alert(conn, severity="CRITICAL")
+            await d.step()
+        await services.hook.wait_for(1)
+        await services.email.wait_for(1)
+        failed, sent = await delivery_rows(ctx, first), await delivery_rows(ctx, second)
+    for channel in ("webhook", "email"):
+        assert failed[f"{channel}/firing"]["status"] == "failed"
+        assert "bad" in failed[f"{channel}/firing"]["last_error"]
+        assert sent[f"{channel}/firing"]["status"] == "sent"

@@ -236,3 +236,16 @@ async def test_the_outbox_of_alerts_the_web_app_deleted_is_pruned(ctx: AppContex
         assert len(await deliveries(conn, kept)) == 3
         again = await sweep.sweep(conn, datetime.now(UTC), repeat_interval=0, max_age=DAY)
         assert (again.pruned, again.missed) == (0, 0)
+
+
+async def test_a_missed_insert_event_still_lets_the_resolved_one_follow_the_firing_one(
+    ctx: AppContext,
+) -> None:
+    async with ctx.db.connection() as conn:
+        await conn.execute("DROP TRIGGER jobwarden_alerts_inserted ON alerts")
+        alert_id = await insert_alert(conn, severity="CRITICAL")
+        await resolve_alert(conn, alert_id)  # the update trigger records both
+        await expand(conn)
+        found = statuses(await deliveries(conn, alert_id))
+    assert found["slack/firing"] == "pending"
+    assert found["slack/resolved"] == "pending"

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+
 from jobwarden.alerts import outbox
 from jobwarden.alerts.channels.base import Attempt, Channel, Outcome
 from jobwarden.alerts.notification import AlertView, Event, Notification
@@ -43,7 +45,18 @@ log = get_logger(__name__)
 
 EXPANSION_BATCH = 500  # events expanded per transaction
 ANALYZE_AFTER_EVENTS = 1000
-ANALYZE_OUTBOX = "ANALYZE jobwarden.alert_events, jobwarden.deliveries"
+# SKIP_LOCKED: never wait behind a VACUUM or another replica's ANALYZE.
+ANALYZE_OUTBOX = "ANALYZE (SKIP_LOCKED) jobwarden.alert_events, jobwarden.deliveries"
+# Errors after which writing the same outcomes again can succeed.
+RETRY_RECORDING: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+)
 IDLE_TICK_SECONDS = 2.0  # longest a loop sleeps without a wake-up
 MIN_SLEEP_SECONDS = 0.05  # shortest, when nothing could be claimed
 SLACK_BUCKET = outbox.TokenBucket(burst=5, rate=1.0)
@@ -131,7 +144,7 @@ class DeliveryDispatcher:
                 total.by_channel[name] = total.by_channel.get(name, 0) + count
                 if name in self._channel_wakes:
                     self._channel_wakes[name].set()
-            if batch.events < EXPANSION_BATCH:
+            if batch.events == 0:  # a resolved event may wait for its firing one's batch
                 break
         if total.events >= ANALYZE_AFTER_EVENTS:
             # A burst grew the outbox from nearly nothing: plans need its new size now,
@@ -179,9 +192,28 @@ class DeliveryDispatcher:
         if (unrecorded := self._unrecorded.get(channel)) is None:
             return
         finished, outcome = unrecorded
-        async with self._ctx.db.connection() as conn:
-            await outbox.record(conn, channel, self.owner, finished, outcome, now)
+        try:
+            async with self._ctx.db.connection() as conn:
+                recorded = await outbox.record(conn, channel, self.owner, finished, outcome, now)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, RETRY_RECORDING):
+                raise  # the database is away: keep the outcomes, write them when it is back
+            # Writing them again cannot work: do not let them block the channel.
+            del self._unrecorded[channel]
+            log.error(
+                "could not record notification outcomes; their leases will expire",
+                channel=channel,
+                count=len(finished),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return
         del self._unrecorded[channel]
+        if recorded < len(finished):
+            log.warning(
+                "outcomes recorded after the lease expired: another replica may send again",
+                channel=channel,
+                late=len(finished) - recorded,
+            )
 
     async def step(self, now: datetime | None = None) -> StepResult:
         """One expansion, then one send per channel, all channels at once."""
@@ -303,11 +335,8 @@ class DeliveryDispatcher:
     # --- the service -----------------------------------------------------------------
 
     def wake(self) -> None:
-        """Look now (a NOTIFY arrived, or the listener reconnected): for new events, and
-        for deliveries made due by hand (`deliveries retry`)."""
+        """Look for new events now (a NOTIFY arrived, or the listener reconnected)."""
         self._expand_wake.set()
-        for wake in self._channel_wakes.values():
-            wake.set()
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._expand_loop(), name="delivery-expander")]

@@ -47,6 +47,7 @@ INSERT_EPISODE = """
 INSERT INTO alerts (id, type, severity, title, message, metadata, resolved, "resolvedAt",
                     "createdAt", "updatedAt")
 VALUES ($1, 'system_health', 'CRITICAL', $2, $3, $4::jsonb, true, $5, $6, $5)
+ON CONFLICT (id) DO NOTHING
 """
 
 # The trigger has just recorded the firing and resolved events: they were delivered.
@@ -150,10 +151,11 @@ class DatabaseOutageWatch:
                 began_monotonic=self._clock(),
                 error=saved["error"],
                 firing={c: _Delivery.restored(d) for c, d in saved["firing"].items()},
+                resolved={c: _Delivery.restored(d) for c, d in saved["resolved"].items()},
                 announced=True,
                 speaks=True,
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001  a bad file must not stop the daemon
             log.warning("ignoring an unreadable outage file", path=str(self._state_file),
                         error=f"{type(exc).__name__}: {exc}")  # fmt: skip
             return None
@@ -169,6 +171,7 @@ class DatabaseOutageWatch:
             "began": episode.began.isoformat(),
             "error": episode.error,
             "firing": {c: d.saved() for c, d in episode.firing.items()},
+            "resolved": {c: d.saved() for c, d in episode.resolved.items()},
         }
         try:
             self._state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -184,12 +187,18 @@ class DatabaseOutageWatch:
 
     def _forget(self) -> None:
         if self._state_file is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._state_file.unlink()
+            try:
+                self._state_file.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot delete the outage file", path=str(self._state_file),
+                            error=f"{type(exc).__name__}: {exc}")  # fmt: skip
 
     async def run(self, stop: asyncio.Event, interval: float = PROBE_INTERVAL_SECONDS) -> None:
         while not stop.is_set():
-            await self.probe_once()
+            try:
+                await self.probe_once()
+            except Exception:  # the watch must outlive any one failure
+                log.exception("database outage watch failed; probing again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
@@ -257,6 +266,7 @@ class DatabaseOutageWatch:
         await self._send(
             episode.resolved, self._alert(episode, resolved_at), Event.RESOLVED, carried
         )
+        self._save(episode)  # a restart now must not announce "resolved" twice
         if not all(episode.resolved[c.name].done for c in carried):
             return  # a channel asked to wait: try again at the next probe
         try:

@@ -41,6 +41,11 @@ SELECT e.alert_id, e.event, e.reminder, e.recorded_at,
 FROM jobwarden.alert_events e
 LEFT JOIN alerts a ON a.id = e.alert_id
 WHERE e.expanded_at IS NULL
+  -- resolved and reminders only after their firing event: they go where it went
+  AND (e.event = 'firing' OR EXISTS (
+        SELECT 1 FROM jobwarden.alert_events f
+        WHERE f.alert_id = e.alert_id AND f.event = 'firing' AND f.reminder = 0
+          AND f.expanded_at IS NOT NULL))
 ORDER BY e.recorded_at, e.event
 LIMIT $1
 """
@@ -382,6 +387,13 @@ class ChannelOutcome:
     failures: int  # transient failures in a row after this send
 
 
+def storable(text: str | None) -> str | None:
+    """Text PostgreSQL accepts: a service's message may hold a NUL or a lone surrogate."""
+    if text is None:
+        return None
+    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+
+
 async def record(
     conn: Conn,
     channel: str,
@@ -389,32 +401,36 @@ async def record(
     finished: Sequence[Finished],
     outcome: ChannelOutcome,
     now: datetime,
-) -> None:
+) -> int:
+    """Write what became of claimed deliveries; return how many were still ours."""
+    recorded = 0
     async with conn.transaction():
         if finished:
-            await conn.execute(
+            status = await conn.execute(
                 FINISH,
                 [f.id for f in finished],
                 [f.status for f in finished],
                 [f.next_attempt_at for f in finished],
-                [f.error for f in finished],
+                [storable(f.error) for f in finished],
                 [f.response_status for f in finished],
                 [f.sent_at for f in finished],
                 [f.digest_id for f in finished],
                 owner,
                 now,
             )
+            recorded = int(status.split()[-1])
             if ended := [f.id for f in finished if f.status in ("failed", "suppressed")]:
                 await conn.execute(SUPPRESS_DEPENDENTS, ended, now)
         await conn.execute(
             WRITE_CHANNEL_OUTCOME,
             channel,
             outcome.succeeded_at,
-            outcome.error,
+            storable(outcome.error),
             outcome.paused_until,
             now,
             outcome.failures,
         )
+    return recorded
 
 
 async def release(conn: Conn, owner: str, now: datetime) -> int:

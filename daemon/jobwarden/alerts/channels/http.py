@@ -65,8 +65,10 @@ class Reply:
 
 
 def excerpt(text: str, limit: int = ERROR_EXCERPT) -> str:
-    """`text` on one line, at most `limit` characters, `…` when cut."""
-    flat = " ".join(text.split())
+    """`text` on one line, at most `limit` characters, `…` when cut; no NUL and no lone
+    surrogate (PostgreSQL's text refuses both)."""
+    clean = text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+    flat = " ".join(clean.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
