@@ -30,6 +30,7 @@ UPDATE jobwarden.deliveries
 SET status = 'pending', next_attempt_at = $2, attempts = 0, created_at = $2, updated_at = $2,
     claimed_by = NULL, claimed_until = NULL
 WHERE id = $1 AND status = 'failed'
+RETURNING id
 """
 
 # A firing notification sent again takes its channel's resolved notification with it,
@@ -40,7 +41,7 @@ UPDATE jobwarden.deliveries d
 SET status = 'pending', next_attempt_at = $1, attempts = 0, created_at = $1, updated_at = $1,
     last_error = NULL
 FROM jobwarden.deliveries f
-WHERE f.event = 'firing' AND f.status = 'pending' AND f.attempts = 0 AND f.updated_at = $1
+WHERE f.id = ANY($2::text[]) AND f.event = 'firing'
   AND d.alert_id = f.alert_id AND d.channel = f.channel AND d.event = 'resolved'
   AND d.status = 'suppressed'
   AND d.last_error = 'the firing notification did not go out on this channel'
@@ -51,6 +52,7 @@ UPDATE jobwarden.deliveries
 SET status = 'pending', next_attempt_at = $1, attempts = 0, created_at = $1, updated_at = $1,
     claimed_by = NULL, claimed_until = NULL
 WHERE status = 'failed'
+RETURNING id
 """
 
 DELIVERY_STATUS = "SELECT status FROM jobwarden.deliveries WHERE id = $1"
@@ -107,15 +109,15 @@ async def retry_deliveries(
         raise TypeError("retry_deliveries takes exactly one of delivery_id and all_failed")
     async with conn.transaction():
         if delivery_id is not None:
-            count = _count(await conn.execute(RETRY_ONE, delivery_id, now))
-            if not count:
+            retried = [r["id"] for r in await conn.fetch(RETRY_ONE, delivery_id, now)]
+            if not retried:
                 status = await conn.fetchval(DELIVERY_STATUS, delivery_id)
                 if status is None:
                     raise UnknownDelivery(delivery_id)
                 raise NotRetryable(delivery_id, status)
         else:
-            count = _count(await conn.execute(RETRY_ALL_FAILED, now))
-        if count:
-            await conn.execute(REVIVE_RESOLVED, now)
+            retried = [r["id"] for r in await conn.fetch(RETRY_ALL_FAILED, now)]
+        if retried:
+            await conn.execute(REVIVE_RESOLVED, now, retried)
             await conn.execute(NOTIFY, NOTIFY_CHANNEL)
-    return count
+    return len(retried)
