@@ -86,10 +86,6 @@ class NotRetryable(ValueError):
         self.status = status
 
 
-def _count(status: str) -> int:
-    return int(status.split()[-1])
-
-
 async def resolve_alert(conn: Conn, alert_id: str, now: datetime, by: str) -> bool:
     """Resolve an open alert; False if it was resolved already. Raises UnknownAlert."""
     patch = json.dumps({"resolvedBy": by})
