@@ -23,7 +23,7 @@ WHERE id = $1 AND NOT resolved
 RETURNING id
 """
 
-ALERT_EXISTS = "SELECT EXISTS (SELECT 1 FROM alerts WHERE id = $1)"
+KNOWN_ALERT = "SELECT EXISTS (SELECT 1 FROM alerts WHERE id = $1)"
 
 RETRY_ONE = """
 UPDATE jobwarden.deliveries
@@ -91,7 +91,7 @@ async def resolve_alert(conn: Conn, alert_id: str, now: datetime, by: str) -> bo
     patch = json.dumps({"resolvedBy": by})
     if await conn.fetchval(RESOLVE_ALERT, alert_id, to_prisma(now), patch) is not None:
         return True
-    if not await conn.fetchval(ALERT_EXISTS, alert_id):
+    if not await conn.fetchval(KNOWN_ALERT, alert_id):
         raise UnknownAlert(alert_id)
     return False
 

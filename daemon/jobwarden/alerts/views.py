@@ -51,7 +51,7 @@ ORDER BY alert_id, channel,
          reminder DESC
 """
 
-ALERT_DELIVERIES = """
+DELIVERIES_OF_ONE_ALERT = """
 SELECT id, alert_id, channel, event, reminder, status, attempts, next_attempt_at, last_error,
        response_status, sent_at, digest_id, created_at, updated_at
 FROM jobwarden.deliveries
@@ -174,7 +174,9 @@ async def show_alert(conn: Conn, alert_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     alert = _alert(row)
-    alert["deliveries"] = [_delivery(d) for d in await conn.fetch(ALERT_DELIVERIES, alert_id)]
+    alert["deliveries"] = [
+        _delivery(d) for d in await conn.fetch(DELIVERIES_OF_ONE_ALERT, alert_id)
+    ]
     return alert
 
 
