@@ -22,9 +22,7 @@ async def expand(conn: Conn, now: datetime | None = None) -> outbox.Expansion:
         batch = await outbox.expand_events(conn, ROUTES, now or datetime.now(UTC), max_age=DAY)
         if not batch.events:
             return total
-        total.events += batch.events
-        total.deliveries += batch.deliveries
-        total.suppressed += batch.suppressed
+        total.add(batch)
 
 
 async def fail_deliveries(conn: Conn, channel: str, error: str, status: int) -> list[str]:

@@ -137,11 +137,8 @@ class DeliveryDispatcher:
                     max_age=self._ctx.settings.delivery_max_age,
                     limit=EXPANSION_BATCH,
                 )
-            total.events += batch.events
-            total.deliveries += batch.deliveries
-            total.suppressed += batch.suppressed
-            for name, count in batch.by_channel.items():
-                total.by_channel[name] = total.by_channel.get(name, 0) + count
+            total.add(batch)
+            for name in batch.by_channel:
                 if name in self._channel_wakes:
                     self._channel_wakes[name].set()
             if batch.events == 0:  # a resolved event may wait for its firing one's batch

@@ -25,7 +25,7 @@ from typing import Any
 
 from jobwarden.alerts.notification import AlertView, Event
 from jobwarden.alerts.routing import Planned, Route, plan
-from jobwarden.db.pg import Conn
+from jobwarden.db.pg import Conn, affected, storable
 from jobwarden.db.prisma import from_prisma, new_id
 
 # Transaction advisory lock key for expansion: ASCII "JWEXPAND".
@@ -233,6 +233,13 @@ class Expansion:
     suppressed: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)  # pending deliveries created
 
+    def add(self, other: "Expansion") -> None:
+        self.events += other.events
+        self.deliveries += other.deliveries
+        self.suppressed += other.suppressed
+        for name, count in other.by_channel.items():
+            self.by_channel[name] = self.by_channel.get(name, 0) + count
+
 
 def new_delivery_id() -> str:
     """`msg_…`, the shape Standard Webhooks uses for its idempotency keys."""
@@ -387,13 +394,6 @@ class ChannelOutcome:
     failures: int  # transient failures in a row after this send
 
 
-def storable(text: str | None) -> str | None:
-    """Text PostgreSQL accepts: a service's message may hold a NUL or a lone surrogate."""
-    if text is None:
-        return None
-    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
-
-
 async def record(
     conn: Conn,
     channel: str,
@@ -418,7 +418,7 @@ async def record(
                 owner,
                 now,
             )
-            recorded = int(status.split()[-1])
+            recorded = affected(status)
             if ended := [f.id for f in finished if f.status in ("failed", "suppressed")]:
                 await conn.execute(SUPPRESS_DEPENDENTS, ended, now)
         await conn.execute(
@@ -435,5 +435,4 @@ async def record(
 
 async def release(conn: Conn, owner: str, now: datetime) -> int:
     """Hand back every delivery `owner` claimed and did not finish; return how many."""
-    result = await conn.execute(RELEASE, owner, now)
-    return int(result.split()[-1])
+    return affected(await conn.execute(RELEASE, owner, now))

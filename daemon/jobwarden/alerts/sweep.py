@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from jobwarden.alerts.outbox import NOTIFY_CHANNEL
 from jobwarden.context import AppContext
-from jobwarden.db.pg import Conn
+from jobwarden.db.pg import Conn, affected
 from jobwarden.db.prisma import to_prisma
 from jobwarden.logsetup import get_logger
 
@@ -122,28 +122,24 @@ class SweepResult:
         }
 
 
-def _count(status: str) -> int:
-    return int(status.split()[-1])
-
-
 async def sweep(
     conn: Conn, now: datetime, *, repeat_interval: float, max_age: float, full: bool = True
 ) -> SweepResult:
     """One sweep; `full`: look at every alert, not only the recent ones."""
     if full:
-        missed = _count(await conn.execute(RECORD_MISSED_EVENTS, now))
+        missed = affected(await conn.execute(RECORD_MISSED_EVENTS, now))
     else:
         recent = to_prisma(now - RECENT)
-        missed = _count(await conn.execute(RECORD_RECENT_MISSED_EVENTS, now, recent))
+        missed = affected(await conn.execute(RECORD_RECENT_MISSED_EVENTS, now, recent))
     reminders = 0
     if repeat_interval > 0:
-        reminders = _count(await conn.execute(RECORD_REMINDERS, now, repeat_interval))
-    given_up = _count(await conn.execute(GIVE_UP, now, max_age))
-    suppressed = _count(await conn.execute(SUPPRESS_ORPHANS, now))
+        reminders = affected(await conn.execute(RECORD_REMINDERS, now, repeat_interval))
+    given_up = affected(await conn.execute(GIVE_UP, now, max_age))
+    suppressed = affected(await conn.execute(SUPPRESS_ORPHANS, now))
     pruned = 0
     if full:
-        pruned = _count(await conn.execute(PRUNE_EVENTS))
-        pruned += _count(await conn.execute(PRUNE_DELIVERIES))
+        pruned = affected(await conn.execute(PRUNE_EVENTS))
+        pruned += affected(await conn.execute(PRUNE_DELIVERIES))
     if missed or reminders:
         await conn.execute(NOTIFY, NOTIFY_CHANNEL)
     return SweepResult(missed, reminders, suppressed, given_up, pruned)

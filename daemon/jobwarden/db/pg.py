@@ -21,6 +21,19 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def affected(status: str) -> int:
+    """Rows a statement touched, from its command tag (`UPDATE 3`, `INSERT 0 5`)."""
+    return int(status.split()[-1])
+
+
+def storable(text: str | None) -> str | None:
+    """Text PostgreSQL accepts: what a remote service says may hold a NUL or a lone
+    surrogate, which `text` refuses."""
+    if text is None:
+        return None
+    return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+
+
 def quote_ident(name: str) -> str:
     """Quote an SQL identifier (schema or database name) for interpolation into DDL."""
     return '"' + name.replace('"', '""') + '"'

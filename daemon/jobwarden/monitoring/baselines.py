@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from jobwarden.context import AppContext
-from jobwarden.db.pg import Conn
+from jobwarden.db.pg import Conn, affected
 from jobwarden.db.prisma import new_id, to_prisma
 
 _MAX_INT4 = 2**31 - 1
@@ -99,4 +99,4 @@ async def run_once(ctx: AppContext, now: datetime) -> BaselinesResult:
             min_samples=settings.baseline_min_samples,
         )
         status = await conn.execute(PRUNE, now - timedelta(seconds=settings.history_retention))
-    return BaselinesResult(updated=updated, pruned=int(status.split()[-1]))
+    return BaselinesResult(updated=updated, pruned=affected(status))

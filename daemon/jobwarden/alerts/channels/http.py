@@ -25,6 +25,7 @@ import aiohttp
 
 from jobwarden import __version__
 from jobwarden.alerts.channels.base import ERROR_EXCERPT, Attempt, Outcome
+from jobwarden.db.pg import storable
 
 USER_AGENT = f"jobwarden/{__version__}"
 MAX_BODY = 64 * 1024  # bytes of a response read: enough for any service's error JSON
@@ -67,8 +68,7 @@ class Reply:
 def excerpt(text: str, limit: int = ERROR_EXCERPT) -> str:
     """`text` on one line, at most `limit` characters, `…` when cut; no NUL and no lone
     surrogate (PostgreSQL's text refuses both)."""
-    clean = text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
-    flat = " ".join(clean.split())
+    flat = " ".join((storable(text) or "").split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
