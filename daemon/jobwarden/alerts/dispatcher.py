@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from jobwarden.alerts import outbox
-from jobwarden.alerts.channels.base import Attempt, Channel, Outcome
+from jobwarden.alerts.channels.base import Attempt, Channel, Outcome, send_guarded
 from jobwarden.alerts.notification import AlertView, Event, Notification
 from jobwarden.alerts.routing import Route
 from jobwarden.backoff import BackoffPolicy
@@ -66,6 +66,11 @@ MIN_SEVERITY_SETTING = {
     "webhook": "JOBWARDEN_WEBHOOK_MIN_SEVERITY",
     "email": "JOBWARDEN_EMAIL_MIN_SEVERITY",
 }
+
+
+# Claimed deliveries with what each says; and one send: what, how it went, seconds.
+Group = list[tuple[outbox.Claimed, Notification]]
+Sent = tuple[Group, Attempt, float]
 
 
 def routes_for(ctx: AppContext, channels: Sequence[Channel]) -> list[Route]:
@@ -220,25 +225,13 @@ class DeliveryDispatcher:
 
     # --- sending ---------------------------------------------------------------------
 
-    async def _send(
-        self, channel: Channel, notifications: list[tuple[outbox.Claimed, Notification]],
-        digest: bool,
-    ) -> list[tuple[list[tuple[outbox.Claimed, Notification]], Attempt, float]]:  # fmt: skip
+    async def _send(self, channel: Channel, notifications: Group, digest: bool) -> list[Sent]:
         """Send each notification (or one digest of all); (what, how it went, seconds)."""
         groups = [notifications] if digest else [[n] for n in notifications]
 
-        async def one(group: list[tuple[outbox.Claimed, Notification]]) -> Attempt:
-            try:
-                return await channel.send([n for _, n in group])
-            except Exception as exc:  # a bug in a channel must not wedge the outbox
-                log.exception("channel raised instead of reporting", channel=channel.name)
-                return Attempt(Outcome.RETRY, error=f"internal error: {type(exc).__name__}")
-
-        async def timed(group: list[tuple[outbox.Claimed, Notification]]) -> tuple[
-            list[tuple[outbox.Claimed, Notification]], Attempt, float
-        ]:  # fmt: skip
+        async def timed(group: Group) -> Sent:
             started = time.monotonic()
-            attempt = await one(group)
+            attempt = await send_guarded(channel, [n for _, n in group])
             return group, attempt, time.monotonic() - started
 
         return list(await asyncio.gather(*(timed(g) for g in groups)))
@@ -246,7 +239,7 @@ class DeliveryDispatcher:
     def _finish(
         self,
         channel: Channel,
-        sends: list[tuple[list[tuple[outbox.Claimed, Notification]], Attempt, float]],
+        sends: list[Sent],
         result: ChannelPass,
         now: datetime,
     ) -> list[outbox.Finished]:
@@ -304,7 +297,7 @@ class DeliveryDispatcher:
 
     def _channel_outcome(
         self,
-        sends: list[tuple[list[tuple[outbox.Claimed, Notification]], Attempt, float]],
+        sends: list[Sent],
         failures: int,
         now: datetime,
     ) -> outbox.ChannelOutcome:
@@ -424,10 +417,10 @@ def _fixed(moment: datetime) -> Callable[[], datetime]:
 
 def _settle(
     claimed: Sequence[outbox.Claimed], alerts: dict[str, AlertView], now: datetime
-) -> tuple[list[outbox.Finished], list[tuple[outbox.Claimed, Notification]]]:
+) -> tuple[list[outbox.Finished], Group]:
     """Deliveries that no longer make sense are suppressed; the rest become notifications."""
     finished: list[outbox.Finished] = []
-    ready: list[tuple[outbox.Claimed, Notification]] = []
+    ready: Group = []
     for delivery in claimed:
         alert = alerts.get(delivery.alert_id)
         if alert is None:

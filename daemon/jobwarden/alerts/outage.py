@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from jobwarden.alerts.channels.base import Attempt, Channel, Outcome
+from jobwarden.alerts.channels.base import Attempt, Channel, Outcome, send_guarded
 from jobwarden.alerts.notification import AlertView, Event, Notification
 from jobwarden.alerts.outbox import new_delivery_id
 from jobwarden.context import AppContext
@@ -318,11 +318,7 @@ class DatabaseOutageWatch:
         async def one(channel: Channel) -> None:
             delivery = deliveries[channel.name]
             delivery.attempts += 1
-            try:
-                attempt = await channel.send([Notification(delivery.key, alert, event)])
-            except Exception as exc:
-                log.exception("channel raised instead of reporting", channel=channel.name)
-                attempt = Attempt(Outcome.RETRY, error=f"internal error: {type(exc).__name__}")
+            attempt = await send_guarded(channel, [Notification(delivery.key, alert, event)])
             delivery.last = attempt
             if attempt.wait is not None:
                 delivery.not_before = self._clock() + attempt.wait

@@ -20,6 +20,9 @@ from enum import StrEnum
 from typing import ClassVar, Protocol
 
 from jobwarden.alerts.notification import Notification
+from jobwarden.logsetup import get_logger
+
+log = get_logger(__name__)
 
 ERROR_EXCERPT = 500  # characters of a service's error message kept and logged
 
@@ -44,3 +47,13 @@ class Channel(Protocol):
     digests: ClassVar[bool]  # whether several notifications may go out as one message
 
     async def send(self, notifications: Sequence[Notification]) -> Attempt: ...
+
+
+async def send_guarded(channel: Channel, notifications: Sequence[Notification]) -> Attempt:
+    """`channel.send`, where a bug in the channel (it raised instead of reporting) is a
+    transient failure, logged, rather than an exception that would stop the sender."""
+    try:
+        return await channel.send(notifications)
+    except Exception as exc:
+        log.exception("channel raised instead of reporting", channel=channel.name)
+        return Attempt(Outcome.RETRY, error=f"internal error: {type(exc).__name__}")
