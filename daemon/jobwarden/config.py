@@ -37,7 +37,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from jobwarden.dsn import DatabaseUrl, DatabaseUrlError, parse_database_url
 from jobwarden.durations import format_duration, parse_duration
 from jobwarden.secret import Secret
-from jobwarden.values import boolean, factor, positive_duration, positive_int, rate
+from jobwarden.values import boolean, factor, growth, positive_duration, positive_int, rate
 
 T = TypeVar("T")
 
@@ -45,6 +45,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "console", "logfmt", "json")
 MAX_EMAIL_RECIPIENTS = 1000  # SendGrid's limit per message
 MIN_API_TOKEN_LENGTH = 16
+DLQ_JOB_PLACEHOLDER = "{jobId}"  # in JOBWARDEN_DLQ_RETRY_URL and routes: the entry's job
 SEVERITIES_LOWER = ("info", "warning", "error", "critical")  # the web app's, least urgent first
 
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\".]+$")
@@ -124,6 +125,19 @@ def _secret_url(text: str) -> Secret:
     except ValueError:
         # The value is a secret: the message must not echo it.
         raise ValueError("must be an http:// or https:// URL with a host (value hidden)") from None
+
+
+def _retry_url(text: str) -> Secret:
+    """An http(s) URL that may hold `{jobId}`; a secret (it may embed credentials)."""
+    _secret_url(text.replace(DLQ_JOB_PLACEHOLDER, "job"))  # its error never shows the value
+    return Secret(text)
+
+
+def _at_least_one_second(text: str) -> float:
+    seconds = positive_duration(text)
+    if seconds < 1:
+        raise ValueError(f"must be at least 1s, not {format_duration(seconds)}")
+    return seconds
 
 
 def _database_url(text: str) -> Secret:
@@ -241,6 +255,10 @@ _RATE = _Kind(rate, show=_number_shown)
 _SEVERITY = _Kind(lambda text: _choice(SEVERITIES_LOWER)(text).upper())
 _BOOLEAN = _Kind(boolean, show=lambda value: "true" if value else "false")
 _FACTOR = _Kind(factor, show=_number_shown)
+_GROWTH = _Kind(growth, show=_number_shown)
+_CONCURRENCY = _Kind(_int_between(1, 1000))
+_LEASE = _Kind(_at_least_one_second, show=format_duration)
+_RETRY_URL = _Kind(_retry_url, show=_hidden)
 
 
 def _variable(
@@ -383,6 +401,62 @@ class Settings(BaseSettings):
         "JOBWARDEN_DB_DOWN_ALERT_AFTER",
         "1m",
         "a running daemon that cannot reach the database this long tells the channels directly",
+    )
+    dlq_retry_url: Annotated[Secret | None, _RETRY_URL] = _variable(
+        "JOBWARDEN_DLQ_RETRY_URL",
+        None,
+        "where a dead-letter entry is retried: `POST` of `{dlqId, jobId, attempt, eventData,"
+        " error}`; `{jobId}` in it is replaced by the entry's job. Per-job routes"
+        " (`jobwarden dlq route set`) and Python handlers override it.",
+        secret=True,
+        default_text="unset: only routed jobs are retried",
+    )
+    dlq_retry_token: Annotated[Secret | None, _API_KEY] = _variable(
+        "JOBWARDEN_DLQ_RETRY_TOKEN",
+        None,
+        "sent as `Authorization: Bearer <token>` with every HTTP retry (routes included)",
+        secret=True,
+    )
+    dlq_retry_timeout: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DLQ_RETRY_TIMEOUT", "30s", "total time of one retry (HTTP or Python handler)"
+    )
+    dlq_backoff_base: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DLQ_BACKOFF_BASE",
+        "30s",
+        "wait after an entry's first failed retry; multiplied by the factor after each one",
+    )
+    dlq_backoff_factor: Annotated[float, _GROWTH] = _variable(
+        "JOBWARDEN_DLQ_BACKOFF_FACTOR", "2", "growth of the wait between retries, at least 1"
+    )
+    dlq_backoff_cap: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DLQ_BACKOFF_CAP",
+        "1h",
+        "longest wait between two retries of an entry (a longer `Retry-After` wins)",
+    )
+    dlq_max_attempts: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_DLQ_MAX_ATTEMPTS",
+        "5",
+        "retries of an entry before it is `FAILED` for good (`jobwarden dlq retry` grants as"
+        " many again)",
+    )
+    dlq_concurrency: Annotated[int, _CONCURRENCY] = _variable(
+        "JOBWARDEN_DLQ_CONCURRENCY", "8", "retries running at once in this daemon"
+    )
+    dlq_lease: Annotated[float, _LEASE] = _variable(
+        "JOBWARDEN_DLQ_LEASE",
+        "5m",
+        "an entry left `PROCESSING` by a daemon that died is taken back after this (at least"
+        " `1s`; renewed while its retry runs)",
+    )
+    dlq_backlog_threshold: Annotated[int, _COUNT] = _variable(
+        "JOBWARDEN_DLQ_BACKLOG_THRESHOLD",
+        "100",
+        "more `PENDING` entries than this raise a `dlq_backlog` warning",
+    )
+    dlq_backlog_max_age: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DLQ_BACKLOG_MAX_AGE",
+        "1h",
+        "a `PENDING` entry older than this raises a `dlq_backlog` warning",
     )
     http_host: Annotated[str, _TEXT] = _variable(
         "JOBWARDEN_HTTP_HOST",
@@ -761,6 +835,12 @@ def _combined(
         problems.append(
             "JOBWARDEN_DELIVERY_BACKOFF_CAP: must be at least JOBWARDEN_DELIVERY_BACKOFF_BASE"
             f" ({format_duration(settings.delivery_backoff_base)})"
+        )
+    dlq_backoff = {"JOBWARDEN_DLQ_BACKOFF_BASE", "JOBWARDEN_DLQ_BACKOFF_CAP"}
+    if not dlq_backoff & invalid and settings.dlq_backoff_cap < settings.dlq_backoff_base:
+        problems.append(
+            "JOBWARDEN_DLQ_BACKOFF_CAP: must be at least JOBWARDEN_DLQ_BACKOFF_BASE"
+            f" ({format_duration(settings.dlq_backoff_base)})"
         )
     windows = {
         "JOBWARDEN_HISTORY_RETENTION",

@@ -55,6 +55,14 @@ def factor(text: str) -> float:
     return value
 
 
+def growth(text: str) -> float:
+    """How much a wait grows each time: at least 1 (1: always the same wait)."""
+    value = number(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value:g}")
+    return value
+
+
 def positive_duration(text: str) -> float:
     seconds = parse_duration(text)
     if seconds <= 0:

@@ -98,3 +98,55 @@ async def drop_jobwarden_triggers(conn: Conn) -> None:
     """As if jobwarden's triggers on alerts were never installed, or dropped by hand."""
     await conn.execute("DROP TRIGGER jobwarden_alerts_inserted ON alerts")
     await conn.execute("DROP TRIGGER jobwarden_alerts_updated ON alerts")
+
+
+async def insert_dlq_entry(
+    conn: Conn,
+    job_id: str = "send-invoice",
+    *,
+    event_data: Any = None,
+    error: str = "SMTP 421: try again later",
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    """What the web app's `prisma.deadLetterQueue.create` does: only the required columns
+    (`id`, `jobId`, `eventData`, `error`, `updatedAt`), unless `metadata` is given: status
+    PENDING and attempts 0 are the table's defaults. Returns the new entry's id."""
+    entry_id = f"c{uuid.uuid4().hex[:24]}"
+    data = {"invoiceId": 42} if event_data is None else event_data
+    if metadata is None:
+        await conn.execute(
+            'INSERT INTO dead_letter_queue (id, "jobId", "eventData", error, "updatedAt")'
+            " VALUES ($1, $2, $3::jsonb, $4, now() AT TIME ZONE 'UTC')",
+            entry_id, job_id, data, error,
+        )  # fmt: skip
+    else:
+        await conn.execute(
+            'INSERT INTO dead_letter_queue (id, "jobId", "eventData", error, metadata,'
+            " \"updatedAt\") VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, now() AT TIME ZONE 'UTC')",
+            entry_id, job_id, data, error, metadata,
+        )  # fmt: skip
+    return entry_id
+
+
+async def insert_dlq_entries(conn: Conn, count: int, job_id: str = "send-invoice") -> list[str]:
+    """`count` entries in one statement, as a `createMany` writes them."""
+    ids = [f"c{uuid.uuid4().hex[:24]}" for _ in range(count)]
+    await conn.execute(
+        'INSERT INTO dead_letter_queue (id, "jobId", "eventData", error, "updatedAt")'
+        " SELECT i, $2, jsonb_build_object('n', n), 'failed', now() AT TIME ZONE 'UTC'"
+        " FROM unnest($1::text[]) WITH ORDINALITY AS t(i, n)",
+        ids, job_id,
+    )  # fmt: skip
+    return ids
+
+
+async def dlq_entry(conn: Conn, entry_id: str) -> dict[str, Any]:
+    """The entry's row as the web app reads it (metadata and eventData decoded)."""
+    row = await conn.fetchrow("SELECT * FROM dead_letter_queue WHERE id = $1", entry_id)
+    assert row is not None, entry_id
+    return dict(row)
+
+
+def dlq_history(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = entry["metadata"].get("jobwarden", {}).get("history", [])
+    return history

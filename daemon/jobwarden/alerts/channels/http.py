@@ -9,7 +9,8 @@ and a webhook URL is a secret. For the same reason a reply's text has the URL, i
 path and its query replaced by `***` when `secret_url` is set, in case the server
 echoes them.
 
-The timeout of an attempt is the session's (`JOBWARDEN_HTTP_CLIENT_TIMEOUT`).
+The timeout of an attempt is the session's (`JOBWARDEN_HTTP_CLIENT_TIMEOUT`) unless
+the caller gives its own (a dead-letter retry: `JOBWARDEN_DLQ_RETRY_TIMEOUT`).
 """
 
 import math
@@ -151,11 +152,17 @@ async def post(
     headers: Mapping[str, str],
     *,
     secret_url: bool,
+    timeout: float | None = None,
 ) -> Reply | Attempt:
-    """POST `body` once; the reply, or a RETRY attempt when no response came."""
+    """POST `body` once; the reply, or a RETRY attempt when no response came.
+
+    `timeout`: seconds for the whole attempt, instead of the session's."""
     sent = {"User-Agent": USER_AGENT, **headers}
+    limit = http.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
     try:
-        async with http.post(url, data=body, headers=sent, allow_redirects=False) as resp:
+        async with http.post(
+            url, data=body, headers=sent, allow_redirects=False, timeout=limit
+        ) as resp:
             raw = bytearray()
             while len(raw) < MAX_BODY:
                 chunk = await resp.content.read(MAX_BODY - len(raw))

@@ -1,0 +1,346 @@
+"""The dead-letter queue as the processor sees it: discover, claim, renew, record.
+
+The entries are rows of the web app's `dead_letter_queue`; their scheduling (due
+time, lease, attempt budget) is `jobwarden.dlq_schedule` (see sql/0004). Every write
+to the shared table is one conditional statement, and none is open while a retry runs:
+
+- `discover` schedules PENDING entries the trigger missed (or the web app put back),
+  and unschedules those the web app finished or deleted itself.
+- `claim` moves due, routed PENDING entries to PROCESSING with `attempts + 1` and
+  `lastAttemptAt`, and leases them, in one statement: `ARRAY(… LIMIT n FOR UPDATE SKIP
+  LOCKED)` so no plan can claim more than `n`, and no entry is claimed twice.
+- `renew` extends the leases of retries still running; `record` writes outcomes (only
+  while the lease is still this daemon's); `release` hands back what was claimed but
+  never started; `recover` takes back entries whose daemon died (lease expired).
+
+Each attempt goes into `metadata.jobwarden.history` (the latest 20) through
+`jobwarden.dlq_history`, which merges into whatever the web app keeps in `metadata`.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobwarden.db.pg import Conn, affected
+from jobwarden.db.prisma import from_prisma, to_prisma
+
+NOTIFY_CHANNEL = "jobwarden_dlq"
+HISTORY_KEPT = 20
+RECOVER_BATCH = 500
+
+DISCOVER = """
+INSERT INTO jobwarden.dlq_schedule AS s (dlq_id, job_id, due_at, budget_from, updated_at)
+SELECT q.id, q."jobId", $1, q.attempts, $1
+FROM dead_letter_queue q
+LEFT JOIN jobwarden.dlq_schedule x ON x.dlq_id = q.id
+WHERE q.status = 'PENDING' AND (x.dlq_id IS NULL OR NOT x.active)
+ON CONFLICT (dlq_id) DO UPDATE
+SET active = true, due_at = $1, budget_from = excluded.budget_from, exhausted_at = NULL,
+    lease_owner = NULL, lease_until = NULL, updated_at = $1
+WHERE NOT s.active
+"""
+
+# Finished or deleted by the web app itself: nothing left for jobwarden to do.
+UNSCHEDULE = """
+UPDATE jobwarden.dlq_schedule s
+SET active = false, lease_owner = NULL, lease_until = NULL, updated_at = $1
+WHERE s.active AND NOT EXISTS (
+    SELECT 1 FROM dead_letter_queue q
+    WHERE q.id = s.dlq_id AND q.status IN ('PENDING', 'PROCESSING'))
+"""
+
+PRUNE = """
+DELETE FROM jobwarden.dlq_schedule s
+WHERE NOT s.active AND NOT EXISTS (SELECT 1 FROM dead_letter_queue q WHERE q.id = s.dlq_id)
+"""
+
+# $1 now, $2 now as Prisma stores it, $3 owner, $4 lease until, $5 limit, $6 every job is
+# routed (a default URL), $7 jobs with a Python handler, $8 attempts per budget.
+CLAIM = """
+WITH claimed AS (
+    UPDATE dead_letter_queue q
+    SET status = 'PROCESSING', attempts = q.attempts + 1, "lastAttemptAt" = $2,
+        "updatedAt" = $2
+    WHERE q.id = ANY(ARRAY(
+        SELECT c.id
+        FROM jobwarden.dlq_schedule s
+        JOIN dead_letter_queue c ON c.id = s.dlq_id
+        WHERE s.active AND s.due_at <= $1 AND c.status = 'PENDING'
+          AND c.attempts - s.budget_from < $8
+          AND ($6 OR s.job_id = ANY($7::text[])
+               OR EXISTS (SELECT 1 FROM jobwarden.dlq_routes r WHERE r.job_id = s.job_id))
+        ORDER BY s.due_at
+        LIMIT $5
+        FOR UPDATE OF c, s SKIP LOCKED
+    )) AND q.status = 'PENDING'
+    RETURNING q.id, q."jobId" AS job_id, q."eventData"::text AS event_data, q.error,
+              q.attempts, q."createdAt" AS created_at, q.metadata::text AS metadata
+), leased AS (
+    UPDATE jobwarden.dlq_schedule s
+    SET lease_owner = $3, lease_until = $4, updated_at = $1
+    FROM claimed c
+    WHERE s.dlq_id = c.id
+    RETURNING s.dlq_id, s.budget_from
+)
+SELECT c.*, l.budget_from,
+       (SELECT r.url FROM jobwarden.dlq_routes r WHERE r.job_id = c.job_id) AS route_url
+FROM claimed c JOIN leased l ON l.dlq_id = c.id
+ORDER BY c.id
+"""
+
+# When the next entry may be claimed, or the next lease of another daemon expires.
+NEXT_DUE = """
+SELECT least(
+    (SELECT min(s.due_at) FROM jobwarden.dlq_schedule s
+     WHERE s.active AND s.lease_owner IS NULL
+       AND ($1 OR s.job_id = ANY($2::text[])
+            OR EXISTS (SELECT 1 FROM jobwarden.dlq_routes r WHERE r.job_id = s.job_id))),
+    (SELECT min(s.lease_until) FROM jobwarden.dlq_schedule s WHERE s.lease_owner IS NOT NULL))
+"""
+
+RENEW = """
+UPDATE jobwarden.dlq_schedule SET lease_until = $3, updated_at = $2
+WHERE dlq_id = ANY($1::text[]) AND lease_owner = $4
+RETURNING dlq_id
+"""
+
+# $1..$5 the outcomes, $6 now as Prisma stores it, $7 owner, $8 now.
+RECORD = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[])
+        AS u(id, status, due_at, entry, exhausted)
+), written AS (
+    UPDATE dead_letter_queue q
+    SET status = u.status,
+        "processedAt" = CASE WHEN u.status = 'PENDING' THEN q."processedAt" ELSE $6 END,
+        "updatedAt" = $6,
+        metadata = jobwarden.dlq_history(q.metadata, jsonb_build_array(u.entry::jsonb))
+    FROM u, jobwarden.dlq_schedule s
+    WHERE q.id = u.id AND s.dlq_id = u.id AND q.status = 'PROCESSING' AND s.lease_owner = $7
+    RETURNING q.id
+)
+UPDATE jobwarden.dlq_schedule s
+SET active = (u.status = 'PENDING'), due_at = coalesce(u.due_at, s.due_at),
+    lease_owner = NULL, lease_until = NULL,
+    exhausted_at = CASE WHEN u.exhausted THEN $8 ELSE s.exhausted_at END, updated_at = $8
+FROM u JOIN written w ON w.id = u.id
+WHERE s.dlq_id = u.id
+"""
+
+# Claimed, never started: back to PENDING, due now, and the attempt is not counted.
+RELEASE = """
+WITH back AS (
+    UPDATE dead_letter_queue q
+    SET status = 'PENDING', attempts = greatest(q.attempts - 1, 0), "updatedAt" = $3
+    FROM jobwarden.dlq_schedule s
+    WHERE q.id = ANY($1::text[]) AND s.dlq_id = q.id AND s.lease_owner = $2
+      AND q.status = 'PROCESSING'
+    RETURNING q.id
+)
+UPDATE jobwarden.dlq_schedule s
+SET lease_owner = NULL, lease_until = NULL, due_at = least(s.due_at, $4), updated_at = $4
+FROM back b
+WHERE s.dlq_id = b.id
+"""
+
+# Left PROCESSING by a daemon whose lease expired (it died, or lost the database for
+# longer than the lease): retried at once, or FAILED when that was its last attempt.
+RECOVER = """
+WITH expired AS (
+    SELECT s.dlq_id, s.budget_from, s.lease_owner
+    FROM jobwarden.dlq_schedule s
+    JOIN dead_letter_queue q ON q.id = s.dlq_id
+    WHERE s.lease_owner IS NOT NULL AND s.lease_until < $1 AND q.status = 'PROCESSING'
+    ORDER BY s.lease_until
+    LIMIT $4
+    FOR UPDATE OF s, q SKIP LOCKED
+), back AS (
+    UPDATE dead_letter_queue q
+    SET status = CASE WHEN q.attempts - e.budget_from >= $3 THEN 'FAILED' ELSE 'PENDING' END,
+        "processedAt" = CASE WHEN q.attempts - e.budget_from >= $3 THEN $2
+                             ELSE q."processedAt" END,
+        "updatedAt" = $2,
+        metadata = jobwarden.dlq_history(q.metadata, jsonb_build_array(jsonb_build_object(
+            'attempt', q.attempts,
+            'startedAt', to_char(q."lastAttemptAt", 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            'outcome', CASE WHEN q.attempts - e.budget_from >= $3 THEN 'exhausted'
+                            ELSE 'lease_expired' END,
+            'error', 'no outcome: the daemon running this retry (' || e.lease_owner
+                     || ') stopped before its lease expired',
+            'by', e.lease_owner)))
+    FROM expired e
+    WHERE q.id = e.dlq_id
+    RETURNING q.id, q.status, q."jobId" AS job_id
+)
+UPDATE jobwarden.dlq_schedule s
+SET lease_owner = NULL, lease_until = NULL, due_at = $1, active = (b.status = 'PENDING'),
+    exhausted_at = CASE WHEN b.status = 'FAILED' THEN $1 ELSE s.exhausted_at END,
+    updated_at = $1
+FROM back b
+WHERE s.dlq_id = b.id
+RETURNING s.dlq_id, b.status, b.job_id
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a handler is given: the entry as the web app wrote it, and this attempt."""
+
+    id: str
+    job_id: str
+    event_data: Any
+    error: str  # the web app's original error
+    attempt: int  # this attempt's number (the entry's `attempts` once claimed)
+    created_at: datetime
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    entry: Entry
+    budget_attempt: int  # this attempt within the current budget: 1..max attempts
+    route_url: str | None  # the job's route, when it has one
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An attempt's outcome as it is written."""
+
+    id: str
+    status: str  # SUCCEEDED | FAILED | PENDING (retried later)
+    history: Mapping[str, Any]  # this attempt's entry in metadata.jobwarden.history
+    due_at: datetime | None = None  # PENDING: when to try again
+    exhausted: bool = False  # FAILED because it ran out of attempts
+
+
+@dataclass(frozen=True)
+class Recovered:
+    id: str
+    status: str  # PENDING (retried now) | FAILED (that was its last attempt)
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which jobs the claim may take: all (a default URL), or those with a handler or
+    a route (routes are read from `jobwarden.dlq_routes` by the query itself)."""
+
+    every_job: bool
+    handled_jobs: tuple[str, ...] = ()
+
+
+def iso(moment: datetime) -> str:
+    """How the history writes a moment: UTC, milliseconds, `Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def discover(conn: Conn, now: datetime) -> int:
+    """Schedule PENDING entries without a schedule; unschedule what is no longer ours."""
+    async with conn.transaction():
+        found = affected(await conn.execute(DISCOVER, now))
+        await conn.execute(UNSCHEDULE, now)
+    return found
+
+
+async def prune(conn: Conn) -> int:
+    """Forget the schedules of entries the web app deleted."""
+    return affected(await conn.execute(PRUNE))
+
+
+async def claim(
+    conn: Conn,
+    owner: str,
+    now: datetime,
+    *,
+    limit: int,
+    lease: float,
+    routing: Routing,
+    max_attempts: int,
+) -> list[Claimed]:
+    if limit <= 0:
+        return []
+    rows = await conn.fetch(
+        CLAIM,
+        now,
+        to_prisma(now),
+        owner,
+        _plus(now, lease),
+        limit,
+        routing.every_job,
+        list(routing.handled_jobs),
+        max_attempts,
+    )
+    return [_claimed(row) for row in rows]
+
+
+def _claimed(row: Mapping[str, Any]) -> Claimed:
+    metadata = json.loads(row["metadata"])
+    entry = Entry(
+        id=row["id"],
+        job_id=row["job_id"],
+        event_data=json.loads(row["event_data"]),
+        error=row["error"],
+        attempt=row["attempts"],
+        created_at=from_prisma(row["created_at"]) or datetime.now(UTC),
+        metadata=metadata if isinstance(metadata, dict) else {"value": metadata},
+    )
+    return Claimed(entry, row["attempts"] - row["budget_from"], row["route_url"])
+
+
+async def next_due(conn: Conn, routing: Routing) -> datetime | None:
+    due: datetime | None = await conn.fetchval(
+        NEXT_DUE, routing.every_job, list(routing.handled_jobs)
+    )
+    return due
+
+
+async def renew(
+    conn: Conn, owner: str, ids: Sequence[str], now: datetime, lease: float
+) -> set[str]:
+    """Extend the leases of `ids`; the ids whose lease is still this daemon's."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(RENEW, list(ids), now, _plus(now, lease), owner)
+    return {row["dlq_id"] for row in rows}
+
+
+async def record(conn: Conn, owner: str, finished: Sequence[Finished], now: datetime) -> int:
+    """Write outcomes of entries this daemon still holds; how many were written."""
+    if not finished:
+        return 0
+    ordered = sorted(finished, key=lambda f: f.id)  # one lock order for every writer
+    async with conn.transaction():
+        status = await conn.execute(
+            RECORD,
+            [f.id for f in ordered],
+            [f.status for f in ordered],
+            [f.due_at for f in ordered],
+            [json.dumps(f.history) for f in ordered],
+            [f.exhausted for f in ordered],
+            to_prisma(now),
+            owner,
+            now,
+        )
+    return affected(status)
+
+
+async def release(conn: Conn, owner: str, ids: Sequence[str], now: datetime) -> int:
+    if not ids:
+        return 0
+    async with conn.transaction():
+        status = await conn.execute(RELEASE, sorted(ids), owner, to_prisma(now), now)
+    return affected(status)
+
+
+async def recover(
+    conn: Conn, now: datetime, *, max_attempts: int, limit: int = RECOVER_BATCH
+) -> list[Recovered]:
+    async with conn.transaction():
+        rows = await conn.fetch(RECOVER, now, to_prisma(now), max_attempts, limit)
+    return [Recovered(row["dlq_id"], row["status"], row["job_id"]) for row in rows]
+
+
+def _plus(moment: datetime, seconds: float) -> datetime:
+    return moment + timedelta(seconds=seconds)
