@@ -1,10 +1,11 @@
 """`jobwarden run`: the daemon's life from configuration to exit.
 
 connect (waiting while the database is unreachable) → migrate → verify the shared
-tables → HTTP server, scheduler, listener, delivery dispatcher, outage watch →
-READY=1 → run until SIGTERM/SIGINT → STOPPING=1 → stop the scheduler and the
-dispatcher (work in flight gets the grace period; claimed but unsent notifications
-are handed back) and the server → close the pool → exit 0.
+tables → HTTP server, scheduler, listener, delivery dispatcher, outage watch, DLQ
+processor → READY=1 → run until SIGTERM/SIGINT → STOPPING=1 → stop the scheduler,
+the dispatcher and the DLQ processor (work in flight gets the grace period; claimed
+but unsent notifications and unstarted retries are handed back) and the server →
+close the pool → exit 0.
 """
 
 import asyncio
@@ -28,6 +29,9 @@ from jobwarden.db.listener import Listener
 from jobwarden.db.migrations import Migration, apply_migrations, load_migrations
 from jobwarden.db.pool import Database, connect_with_retry
 from jobwarden.db.schema_check import verify_shared_tables
+from jobwarden.dlq import queue as dlq_queue
+from jobwarden.dlq.handlers import Router
+from jobwarden.dlq.processor import DlqProcessor
 from jobwarden.dsn import DatabaseUrl, parse_database_url
 from jobwarden.liveness import Liveness
 from jobwarden.logsetup import get_logger
@@ -200,12 +204,14 @@ class Daemon:
             await report_channels(db, channels)
             dispatcher = DeliveryDispatcher(ctx, channels)
             listener.subscribe(outbox.NOTIFY_CHANNEL, dispatcher.wake)
+            dlq = DlqProcessor(ctx, Router.from_settings(settings, http))
+            listener.subscribe(dlq_queue.NOTIFY_CHANNEL, dlq.wake)
             outage = DatabaseOutageWatch(
                 ctx, channels, state_file=settings.state_dir / "outage.json"
             )
             self.scheduler = JobScheduler(ctx, periodic_jobs(settings))
             runner, port = await start_server(
-                make_app(ctx, self.scheduler), settings.http_host, settings.http_port
+                make_app(ctx, self.scheduler, dlq.state), settings.http_host, settings.http_port
             )
             await leader.check()  # lead from the first pass when nobody else does
             services = [
@@ -216,6 +222,7 @@ class Daemon:
             try:
                 self.scheduler.start()
                 dispatcher.start()
+                await dlq.start()
                 self.phase = Phase.RUNNING
                 self.notifier.ready(f"Watching jobs; HTTP on {settings.http_host}:{port}")
                 log.info(
@@ -224,6 +231,8 @@ class Daemon:
                     jobs=self.scheduler.job_names,
                     role=leader.role,
                     channels=[c.name for c in channels],
+                    dlq_default_url=dlq.router.has_default,
+                    dlq_python_handlers=list(dlq.router.python_jobs),
                     watchdog=bool(settings.systemd.watchdog_usec),
                 )
                 await self.stop.wait()
@@ -233,6 +242,7 @@ class Daemon:
                 await asyncio.gather(
                     self.scheduler.shutdown(grace=settings.shutdown_grace),
                     dispatcher.stop(grace=settings.shutdown_grace),
+                    dlq.stop(grace=settings.shutdown_grace),
                 )
                 services_stop.set()
                 await asyncio.gather(*services, return_exceptions=True)

@@ -1,5 +1,6 @@
 """The web app's side of the shared tables, as its job runner and Prisma write them."""
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -116,14 +117,15 @@ async def insert_dlq_entry(
     if metadata is None:
         await conn.execute(
             'INSERT INTO dead_letter_queue (id, "jobId", "eventData", error, "updatedAt")'
-            " VALUES ($1, $2, $3::jsonb, $4, now() AT TIME ZONE 'UTC')",
-            entry_id, job_id, data, error,
+            " VALUES ($1, $2, $3::text::jsonb, $4, now() AT TIME ZONE 'UTC')",
+            entry_id, job_id, json.dumps(data), error,
         )  # fmt: skip
     else:
         await conn.execute(
             'INSERT INTO dead_letter_queue (id, "jobId", "eventData", error, metadata,'
-            " \"updatedAt\") VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, now() AT TIME ZONE 'UTC')",
-            entry_id, job_id, data, error, metadata,
+            " \"updatedAt\") VALUES ($1, $2, $3::text::jsonb, $4, $5::text::jsonb,"
+            " now() AT TIME ZONE 'UTC')",
+            entry_id, job_id, json.dumps(data), error, json.dumps(metadata),
         )  # fmt: skip
     return entry_id
 
@@ -144,7 +146,11 @@ async def dlq_entry(conn: Conn, entry_id: str) -> dict[str, Any]:
     """The entry's row as the web app reads it (metadata and eventData decoded)."""
     row = await conn.fetchrow("SELECT * FROM dead_letter_queue WHERE id = $1", entry_id)
     assert row is not None, entry_id
-    return dict(row)
+    entry = dict(row)
+    for name in ("metadata", "eventData"):  # a bare connection has no JSON codec
+        if isinstance(entry[name], str):
+            entry[name] = json.loads(entry[name])
+    return entry
 
 
 def dlq_history(entry: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 `GET /api/health?quick=true`  liveness: the process answers; no database call.
 `GET /api/health`             readiness: database reachable, migrations current,
-                              scheduler alive. 200 when all are ok, else 503.
+                              scheduler alive. 200 when all are ok, else 503. Also
+                              shows the channels and the dead-letter queue, which
+                              never make it 503 (a restart would not help them).
 `GET /api/health/database`    latency, pool size/free, applied schema version.
 
 Every body says this replica's `role`: `leader` (runs the passes that judge and
@@ -13,6 +15,7 @@ check under `checks`, each with its own `status` and, when failing, `error`.
 """
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +28,7 @@ from jobwarden.api.query import flag
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.db.migrations import read_status
 from jobwarden.db.pg import DATABASE_ERRORS
+from jobwarden.dlq import queue as dlq_queue
 from jobwarden.monitoring.evaluation import EVALUATION_JOB
 
 
@@ -113,6 +117,41 @@ async def _deliveries_check(state: ApiState) -> dict[str, Any]:
     return {"status": "ok", "channels": channels}
 
 
+async def _dlq_check(state: ApiState) -> dict[str, Any]:
+    """The queue (pending, processing, oldest pending, failed for good and not yet dealt
+    with) and this daemon's processor. Like the channels, a stuck queue shows here and
+    raises its own alerts; it never makes jobwarden unhealthy."""
+    try:
+        async with state.ctx.db.connection() as conn:
+            queue = await dlq_queue.summary(conn)
+    except DATABASE_ERRORS as exc:
+        return _failure(exc)
+    now = datetime.now(UTC)
+    body: dict[str, Any] = {
+        "status": "ok",
+        "pending": queue.pending,
+        "processing": queue.processing,
+        "oldestPendingSeconds": None
+        if queue.oldest_pending is None
+        else round((now - queue.oldest_pending).total_seconds(), 3),
+        "failedUnacknowledged": queue.failed_unacknowledged,
+    }
+    if (processor := state.dlq) is not None:
+        body["processor"] = {
+            "running": processor.running,
+            "waiting": processor.waiting,
+            "lastClaimAt": _iso(processor.last_claim_at),
+            "lastError": processor.last_error,
+            "lastErrorAt": _iso(processor.last_error_at),
+            "totals": dict(processor.totals),
+        }
+    return body
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else dlq_queue.iso(moment)
+
+
 def stalled_for(
     last_success: float | None, leading_since: float, interval: float, now: float
 ) -> float | None:
@@ -135,6 +174,7 @@ async def health(request: web.Request) -> web.Response:
         "migrations": await _migrations_check(state),
         "scheduler": _scheduler_check(state),
         "deliveries": await _deliveries_check(state),
+        "dlq": await _dlq_check(state),
     }
     if (evaluation := _evaluation_check(state)) is not None:
         checks["evaluation"] = evaluation

@@ -7,15 +7,18 @@ from jobwarden.api.auth import require_token_for_writes
 from jobwarden.api.errors import json_errors
 from jobwarden.api.state import API_STATE, ApiState
 from jobwarden.context import AppContext
+from jobwarden.dlq.processor import ProcessorState
 from jobwarden.runtime.scheduler import JobScheduler
 
 
-def make_app(ctx: AppContext, scheduler: JobScheduler) -> web.Application:
+def make_app(
+    ctx: AppContext, scheduler: JobScheduler, dlq_state: ProcessorState | None = None
+) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, require_token_for_writes(ctx.settings.api_token)],
         client_max_size=1024**2,
     )
-    app[API_STATE] = ApiState(ctx, scheduler)
+    app[API_STATE] = ApiState(ctx, scheduler, dlq_state)
     health.add_routes(app)
     jobs.add_routes(app)
     metrics.add_routes(app)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from jobwarden.context import AppContext
+from jobwarden.dlq.processor import ProcessorState
 from jobwarden.runtime.scheduler import JobScheduler
 
 
@@ -12,6 +13,7 @@ from jobwarden.runtime.scheduler import JobScheduler
 class ApiState:
     ctx: AppContext
     scheduler: JobScheduler
+    dlq: ProcessorState | None = None  # this daemon's DLQ processor, when it runs one
 
 
 API_STATE = web.AppKey("jobwarden", ApiState)

@@ -183,6 +183,17 @@ WHERE s.dlq_id = b.id
 RETURNING s.dlq_id, b.status, b.job_id
 """
 
+# The state of the queue at a glance (health): along the status index, never the
+# whole table (SUCCEEDED entries pile up).
+SUMMARY = """
+SELECT
+    (SELECT count(*) FROM dead_letter_queue WHERE status = 'PENDING') AS pending,
+    (SELECT count(*) FROM dead_letter_queue WHERE status = 'PROCESSING') AS processing,
+    (SELECT min("createdAt") FROM dead_letter_queue WHERE status = 'PENDING') AS oldest_pending,
+    (SELECT count(*) FROM jobwarden.dlq_schedule WHERE exhausted_at IS NOT NULL)
+        AS failed_unacknowledged
+"""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -229,6 +240,25 @@ class Routing:
 
     every_job: bool
     handled_jobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Summary:
+    pending: int
+    processing: int
+    oldest_pending: datetime | None
+    failed_unacknowledged: int  # failed for good by jobwarden, not retried or discarded
+
+
+async def summary(conn: Conn) -> Summary:
+    row = await conn.fetchrow(SUMMARY)
+    assert row is not None
+    return Summary(
+        row["pending"],
+        row["processing"],
+        from_prisma(row["oldest_pending"]),
+        row["failed_unacknowledged"],
+    )
 
 
 def iso(moment: datetime) -> str:

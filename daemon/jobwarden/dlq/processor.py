@@ -1,0 +1,496 @@
+"""The DLQ processor: a service that retries due dead-letter entries, on every replica.
+
+One loop claims what is due (woken by NOTIFY from the trigger, by a finished retry,
+or by its own tick), and starts each claimed entry's retry; at most
+`JOBWARDEN_DLQ_CONCURRENCY` retries run at once, and at most as many again wait
+claimed for a free slot. Each retry runs with no transaction open; its outcome is
+written by the loop, batched with the others that finished meanwhile:
+
+- succeeded                  -> SUCCEEDED, processedAt
+- failed for good (4xx, PermanentFailure) -> FAILED, processedAt (dlq_exhausted)
+- failed, attempts left      -> PENDING, due after capped exponential backoff with
+                                jitter (a longer Retry-After wins)
+- failed, last attempt       -> FAILED, processedAt (dlq_exhausted)
+
+Leases: a claimed entry is leased for `JOBWARDEN_DLQ_LEASE`, renewed while its retry
+runs or waits; a retry whose lease is lost (another daemon took the entry back) is
+cancelled, so an entry is never handled by two daemons at once. The loop also takes
+back entries whose daemon died (lease expired), and schedules entries the trigger
+missed. On stop, retries in flight get the grace period (one that does not finish is
+written as interrupted, its attempt counted), and entries claimed but not started go
+back to PENDING without using an attempt.
+
+`run_once(now)` claims, runs and writes one batch with the clock as a parameter:
+tests drive it directly.
+"""
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from jobwarden.alerts.dispatcher import RETRY_RECORDING, default_owner
+from jobwarden.backoff import BackoffPolicy
+from jobwarden.context import AppContext
+from jobwarden.db.pg import DATABASE_ERRORS
+from jobwarden.dlq import queue
+from jobwarden.dlq.handlers import Handler, Outcome, Router, Verdict
+from jobwarden.logsetup import get_logger
+
+log = get_logger(__name__)
+
+JITTER = 0.2  # a retry waits between 80 % and 100 % of its backoff
+IDLE_TICK_SECONDS = 1.0  # longest the loop sleeps without a wake-up
+MIN_SLEEP_SECONDS = 0.01
+RECOVER_EVERY_SECONDS = 1.0
+DISCOVER_EVERY_SECONDS = 15.0  # the trigger schedules new entries; this catches the rest
+DISCOVER_WITHOUT_TRIGGER_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 600.0
+RECORD_RETRIES = 3  # writes of outcomes tried at stop before giving up to the lease
+TRIGGER_PRESENT = (
+    "SELECT count(*) = 1 FROM pg_trigger WHERE tgrelid = 'dead_letter_queue'::regclass"
+    " AND tgname = 'jobwarden_dlq_inserted' AND tgenabled <> 'D'"
+)
+Clock = Callable[[], datetime]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Run:
+    claimed: queue.Claimed
+    handler: Handler
+    task: "asyncio.Task[None] | None" = None
+    started: bool = False
+    lost: bool = False  # the lease went to another daemon: no outcome is written
+
+
+@dataclass
+class PassResult:
+    claimed: int = 0
+    succeeded: int = 0
+    retrying: int = 0
+    failed: int = 0
+    recovered: int = 0
+    discovered: int = 0
+
+    def log_fields(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ProcessorState:
+    """What `/api/health` shows of this daemon's processor."""
+
+    running: int = 0
+    waiting: int = 0
+    last_claim_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    totals: dict[str, int] = field(
+        default_factory=lambda: {"succeeded": 0, "retrying": 0, "failed": 0, "recovered": 0}
+    )
+
+
+class DlqProcessor:
+    def __init__(self, ctx: AppContext, router: Router, owner: str | None = None) -> None:
+        settings = ctx.settings
+        self._ctx = ctx
+        self.router = router
+        self.owner = owner or default_owner()
+        self._concurrency = settings.dlq_concurrency
+        self._lease = settings.dlq_lease
+        self._max_attempts = settings.dlq_max_attempts
+        self.backoff = BackoffPolicy(
+            initial=settings.dlq_backoff_base,
+            factor=settings.dlq_backoff_factor,
+            maximum=settings.dlq_backoff_cap,
+            jitter=JITTER,
+        )
+        self._slots = asyncio.Semaphore(self._concurrency)
+        self._runs: dict[str, _Run] = {}  # claimed and not yet finished
+        self._done: list[queue.Finished] = []  # finished, not yet written
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._renewed_at = time.monotonic()
+        self._discover_every = DISCOVER_EVERY_SECONDS
+        self._last = {"recover": -math.inf, "discover": -math.inf, "prune": -math.inf}
+        self._pass = PassResult()
+        self.state = ProcessorState()
+
+    # --- one pass, for tests and tools --------------------------------------------------
+
+    async def run_once(self, now: datetime | None = None) -> PassResult:
+        """Take back expired leases, schedule what the trigger missed, claim what is due
+        at `now`, run it all to the end and write the outcomes."""
+        clock = _now if now is None else _fixed(now)
+        self._pass = PassResult()
+        await self._housekeeping(clock(), force=True)
+        runs = await self._claim(clock, limit=self._concurrency)
+        # A retry cancelled because its lease was lost ends cancelled: not this pass's end.
+        await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
+        await self._write(clock())
+        return self._pass
+
+    def wake(self) -> None:
+        """Look for due entries now (a NOTIFY arrived, or the listener reconnected)."""
+        self._wake.set()
+
+    # --- the service ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._ctx.db.connection() as conn:
+            if not await conn.fetchval(TRIGGER_PRESENT):
+                self._discover_every = DISCOVER_WITHOUT_TRIGGER_SECONDS
+                log.warning(
+                    "jobwarden's trigger on dead_letter_queue is missing or disabled: new entries"
+                    f" are found by polling every {DISCOVER_WITHOUT_TRIGGER_SECONDS:g}s"
+                )
+        if not self.router.has_default and not self.router.python_jobs:
+            log.warning(
+                "JOBWARDEN_DLQ_RETRY_URL is unset and no Python handler is installed: only jobs"
+                " with a route (jobwarden dlq route set) are retried"
+            )
+        self._loop_task = asyncio.create_task(self._loop(), name="dlq-processor")
+        self._renew_task = asyncio.create_task(self._renew_loop(), name="dlq-leases")
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; retries in flight get `grace` seconds; hand back the rest."""
+        self._stopping.set()
+        self._wake.set()
+        self._cancel_waiting()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        self._cancel_waiting()  # and those the loop's last turn claimed
+        running = [r.task for r in self._runs.values() if r.task is not None]
+        if running:
+            started = sum(1 for r in self._runs.values() if r.started)
+            if started:
+                log.info("waiting for dead-letter retries in flight", count=started, grace_s=grace)
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "dead-letter retries did not finish within the grace period; written as"
+                    " interrupted",
+                    count=len(pending),
+                )
+                await asyncio.wait(pending, timeout=5)
+        unstarted = [i for i, r in self._runs.items() if not r.started and not r.lost]
+        try:
+            await self._write_at_stop()
+            if unstarted:
+                async with self._ctx.db.connection() as conn:
+                    released = await queue.release(conn, self.owner, unstarted, _now())
+                log.info("handed back claimed dead-letter entries", count=released)
+        except DATABASE_ERRORS as exc:
+            log.warning(
+                "could not write or hand back dead-letter entries; their leases will expire",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        finally:
+            if self._renew_task is not None:
+                self._renew_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._renew_task
+
+    def _cancel_waiting(self) -> None:
+        """Claimed, still waiting for a slot: they never start (handed back at stop)."""
+        for run in self._runs.values():
+            if not run.started and run.task is not None:
+                run.task.cancel()
+
+    async def _write_at_stop(self) -> None:
+        for attempt in range(RECORD_RETRIES):
+            try:
+                await self._write(_now())
+                return
+            except DATABASE_ERRORS:
+                if attempt == RECORD_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))  # a short outage at stop: try again
+
+    async def _loop(self) -> None:
+        errors = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                wait = await self._step()
+                errors = 0
+            except Exception as exc:  # noqa: BLE001  the loop outlives any one failure (logged)
+                errors += 1
+                wait = self._loop_backoff(errors, exc)
+            if wait > 0 and not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _step(self) -> float:
+        """One turn of the loop; seconds to sleep before the next (0: go on at once)."""
+        now = _now()
+        await self._write(now)
+        await self._housekeeping(now)
+        waiting = sum(1 for r in self._runs.values() if not r.started)
+        room = 2 * self._concurrency - len(self._runs)
+        if waiting >= self._concurrency or room <= 0:
+            return IDLE_TICK_SECONDS  # a finished retry wakes the loop
+        runs = await self._claim(_now, limit=room)
+        if len(runs) == room:
+            return 0.0  # there may be more due
+        async with self._ctx.db.connection() as conn:
+            due = await queue.next_due(conn, self.router.routing)
+        if due is None:
+            return IDLE_TICK_SECONDS
+        until = (due - _now()).total_seconds()
+        return min(IDLE_TICK_SECONDS, max(until, MIN_SLEEP_SECONDS))
+
+    def _loop_backoff(self, errors: int, exc: Exception) -> float:
+        delay = min(30.0, 0.5 * 2.0 ** min(errors - 1, 6))
+        self.state.last_error = f"{type(exc).__name__}: {exc}"
+        self.state.last_error_at = _now()
+        if not isinstance(exc, DATABASE_ERRORS):
+            log.error("error while processing the dead-letter queue; will retry",
+                      retry_in_s=delay, exc_info=exc)  # fmt: skip
+        elif errors == 1:
+            log.warning(
+                "database error while processing the dead-letter queue; will retry",
+                error=self.state.last_error,
+                retry_in_s=delay,
+            )
+        return delay
+
+    # --- claiming, running, writing -------------------------------------------------------
+
+    async def _housekeeping(self, now: datetime, *, force: bool = False) -> None:
+        tick = time.monotonic()
+        if force or tick - self._last["recover"] >= RECOVER_EVERY_SECONDS:
+            self._last["recover"] = tick
+            async with self._ctx.db.connection() as conn:
+                recovered = await queue.recover(conn, now, max_attempts=self._max_attempts)
+            self._log_recovered(recovered)
+        if force or tick - self._last["discover"] >= self._discover_every:
+            self._last["discover"] = tick
+            async with self._ctx.db.connection() as conn:
+                self._pass.discovered += await queue.discover(conn, now)
+        if tick - self._last["prune"] >= PRUNE_EVERY_SECONDS:
+            self._last["prune"] = tick
+            async with self._ctx.db.connection() as conn:
+                await queue.prune(conn)
+
+    def _log_recovered(self, recovered: list[queue.Recovered]) -> None:
+        for entry in recovered:
+            self._pass.recovered += 1
+            self.state.totals["recovered"] += 1
+            fields = {"dlq_id": entry.id, "job_id": entry.job_id}
+            if entry.status == "FAILED":
+                log.error(
+                    "dead-letter entry taken back after its lease expired, out of attempts: FAILED",
+                    **fields,
+                )
+            else:
+                log.warning(
+                    "dead-letter entry taken back after its lease expired; retrying", **fields
+                )
+        if recovered:
+            self._wake.set()
+
+    async def _claim(self, clock: Clock, *, limit: int) -> list[_Run]:
+        now = clock()
+        async with self._ctx.db.connection() as conn:
+            claimed = await queue.claim(
+                conn,
+                self.owner,
+                now,
+                limit=limit,
+                lease=self._lease,
+                routing=self.router.routing,
+                max_attempts=self._max_attempts,
+            )
+        self.state.last_claim_at = now
+        self._pass.claimed += len(claimed)
+        runs: list[_Run] = []
+        unrouted: list[str] = []
+        for item in claimed:
+            handler = self.router.handler_for(item)
+            if handler is None:  # its route was removed since the claim read it
+                unrouted.append(item.entry.id)
+                continue
+            run = _Run(item, handler)
+            self._runs[item.entry.id] = run
+            run.task = asyncio.create_task(self._run(run, clock), name=f"dlq-{item.entry.id}")
+            runs.append(run)
+        if unrouted:
+            async with self._ctx.db.connection() as conn:
+                await queue.release(conn, self.owner, unrouted, clock())
+        self._update_counts()
+        return runs
+
+    async def _run(self, run: _Run, clock: Clock) -> None:
+        entry = run.claimed.entry
+        try:
+            async with self._slots:
+                if self._stopping.is_set():
+                    return  # stopping: never started, handed back by stop()
+                run.started = True
+                self._update_counts()
+                started_at, began = clock(), time.monotonic()
+                try:
+                    outcome = await run.handler(entry)
+                except asyncio.CancelledError:
+                    if not run.lost:
+                        outcome = Outcome(
+                            Verdict.RETRY,
+                            error="interrupted: jobwarden stopped before the retry finished",
+                        )
+                        self._finish(run, outcome, started_at, time.monotonic() - began, clock())
+                    raise
+                except Exception as exc:
+                    log.exception("dead-letter handler raised", dlq_id=entry.id)
+                    outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
+                self._finish(run, outcome, started_at, time.monotonic() - began, clock())
+        finally:
+            if run.started or run.lost:
+                self._runs.pop(entry.id, None)
+            self._update_counts()
+            self._wake.set()
+
+    def _finish(
+        self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float, now: datetime
+    ) -> None:
+        claimed, entry = run.claimed, run.claimed.entry
+        history: dict[str, Any] = {
+            "attempt": entry.attempt,
+            "startedAt": queue.iso(started_at),
+            "durationMs": round(seconds * 1000),
+            "outcome": outcome.verdict.value,
+            "status": outcome.status,
+            "error": outcome.error,
+            "handler": run.handler.kind,
+            "by": self.owner,
+        }
+        fields = {
+            "dlq_id": entry.id,
+            "job_id": entry.job_id,
+            "attempt": entry.attempt,
+            "handler": run.handler.kind,
+            "status": outcome.status,
+            "duration_ms": history["durationMs"],
+        }
+        if outcome.verdict is Verdict.SUCCEEDED:
+            finished = queue.Finished(entry.id, "SUCCEEDED", history)
+            self._count("succeeded")
+            log.info("dead-letter retry succeeded", **fields)
+        elif outcome.verdict is Verdict.FAILED:
+            finished = queue.Finished(entry.id, "FAILED", history, exhausted=True)
+            self._count("failed")
+            log.error("dead-letter entry failed for good", error=outcome.error, **fields)
+        elif claimed.budget_attempt >= self._max_attempts:
+            history["outcome"] = "exhausted"
+            finished = queue.Finished(entry.id, "FAILED", history, exhausted=True)
+            self._count("failed")
+            log.error("dead-letter entry out of attempts: FAILED", error=outcome.error, **fields)
+        else:
+            delay = self.backoff.delay(claimed.budget_attempt, outcome.wait)
+            retry_at = _to_millisecond(now + timedelta(seconds=delay))  # as the history says
+            history["retryAt"] = queue.iso(retry_at)
+            finished = queue.Finished(entry.id, "PENDING", history, due_at=retry_at)
+            self._count("retrying")
+            log.warning(
+                "dead-letter retry failed; will retry",
+                error=outcome.error,
+                retry_in_s=round(delay, 3),
+                **fields,
+            )
+        self._done.append(finished)
+
+    def _count(self, outcome: str) -> None:
+        setattr(self._pass, outcome, getattr(self._pass, outcome) + 1)
+        self.state.totals[outcome] += 1
+
+    async def _write(self, now: datetime) -> None:
+        """Write the outcomes gathered so far; kept for the next turn if the database is
+        away (their leases are renewed meanwhile)."""
+        if not self._done:
+            return
+        done = list(self._done)
+        async with self._ctx.db.connection() as conn:
+            try:
+                written = await queue.record(conn, self.owner, done, now)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, RETRY_RECORDING):
+                    raise  # the database is away: keep them, write them when it is back
+                # Writing these again cannot work: the lease gives them back instead.
+                del self._done[: len(done)]
+                log.error(
+                    "could not write dead-letter outcomes; their leases will expire",
+                    count=len(done),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                return
+        del self._done[: len(done)]
+        if written < len(done):
+            log.warning(
+                "dead-letter outcomes not written: their lease was taken back meanwhile",
+                count=len(done) - written,
+            )
+
+    def _update_counts(self) -> None:
+        started = sum(1 for r in self._runs.values() if r.started)
+        self.state.running, self.state.waiting = started, len(self._runs) - started
+
+    # --- leases -------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        interval = max(self._lease / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Extend the leases of every entry this daemon holds; cancel the retries whose
+        entries another daemon took back, or whose lease can no longer be renewed."""
+        held = list(self._runs) + [f.id for f in self._done]
+        if not held:
+            self._renewed_at = time.monotonic()
+            return
+        try:
+            async with self._ctx.db.connection() as conn:
+                kept = await queue.renew(conn, self.owner, held, _now(), self._lease)
+        except DATABASE_ERRORS as exc:
+            if time.monotonic() - self._renewed_at > 0.8 * self._lease:
+                self._abandon(list(self._runs), f"leases not renewable: {type(exc).__name__}")
+            return
+        self._renewed_at = time.monotonic()
+        self._abandon([i for i in held if i not in kept and i in self._runs], "lease lost")
+
+    def _abandon(self, ids: list[str], why: str) -> None:
+        for entry_id in ids:
+            run = self._runs.get(entry_id)
+            if run is None or run.task is None or run.lost:
+                continue
+            run.lost = True
+            run.task.cancel()
+            log.warning(
+                "dead-letter retry cancelled: another daemon may take the entry back",
+                dlq_id=entry_id,
+                reason=why,
+            )
+
+
+def _to_millisecond(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _fixed(moment: datetime) -> Clock:
+    return lambda: moment
