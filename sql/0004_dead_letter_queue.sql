@@ -5,10 +5,11 @@
 -- attempts, stamps lastAttemptAt/processedAt/updatedAt, and keeps each attempt in
 -- metadata.jobwarden.history. What only jobwarden needs lives here:
 --
--- dlq_schedule  one row per entry jobwarden has seen: when it is due, the attempts it
---               had before its current budget, who holds it (a lease renewed while its
---               retry runs, so a daemon that died gives it back), and whether it ran
---               out of attempts unacknowledged (the dlq_exhausted alert).
+-- dlq_schedule  one row per entry jobwarden has to retry or has failed: when it is
+--               due, the attempts it had before its current budget, who holds it (a
+--               lease renewed while its retry runs, so a daemon that died gives it
+--               back), and whether it failed for good unacknowledged (the
+--               dlq_exhausted alert). Deleted once its entry SUCCEEDED.
 -- dlq_routes    per-job retry URLs (`jobwarden dlq route set`), overriding the default.
 --
 -- A trigger on the shared table only schedules new entries and NOTIFYs: nothing that

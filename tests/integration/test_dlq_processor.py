@@ -77,6 +77,7 @@ async def test_entry_written_by_the_app_is_retried_once_and_succeeds(migrated_ds
         result = await dlq.run_once(soon())
         async with ctx.db.connection() as conn:
             after = await dlq_entry(conn, entry_id)
+            schedules = await conn.fetchval("SELECT count(*) FROM jobwarden.dlq_schedule")
     assert result.claimed == 1
     assert result.succeeded == 1
     [request] = endpoint.requests
@@ -104,6 +105,7 @@ async def test_entry_written_by_the_app_is_retried_once_and_succeeds(migrated_ds
     assert attempt["attempt"] == 1
     assert attempt["handler"] == "http"
     assert set(attempt) >= {"startedAt", "durationMs", "error"}
+    assert schedules == 0  # nothing is kept of a SUCCEEDED entry but its row
 
 
 async def test_backoff_schedule_is_honoured_with_bounded_jitter(migrated_dsn: str) -> None:
@@ -504,8 +506,13 @@ async def test_the_apps_insert_never_fails_because_of_jobwarden(migrated_dsn: st
                 " CHECK (job_id <> 'send-invoice')"
             )
             warnings: list[str] = []
-            conn.add_log_listener(lambda _c, message: warnings.append(str(message)))
+
+            def collect(_conn: object, message: object) -> None:
+                warnings.append(str(message))
+
+            conn.add_log_listener(collect)
             entry_id = await insert_dlq_entry(conn)  # does not raise
+            conn.remove_log_listener(collect)
             scheduled = await conn.fetchval(
                 "SELECT count(*) FROM jobwarden.dlq_schedule WHERE dlq_id = $1", entry_id
             )

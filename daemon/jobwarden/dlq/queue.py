@@ -106,7 +106,9 @@ WHERE dlq_id = ANY($1::text[]) AND lease_owner = $4
 RETURNING dlq_id
 """
 
-# $1..$5 the outcomes, $6 now as Prisma stores it, $7 owner, $8 now.
+# $1..$5 the outcomes, $6 now as Prisma stores it, $7 owner, $8 now. The schedule of a
+# SUCCEEDED entry is deleted (the table would otherwise grow with every entry ever
+# retried); a FAILED one keeps it, for its dlq_exhausted alert and budget.
 RECORD = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[])
@@ -120,13 +122,17 @@ WITH u AS (
     FROM u, jobwarden.dlq_schedule s
     WHERE q.id = u.id AND s.dlq_id = u.id AND q.status = 'PROCESSING' AND s.lease_owner = $7
     RETURNING q.id
+), succeeded AS (  -- nothing left to remember of it
+    DELETE FROM jobwarden.dlq_schedule s
+    USING u JOIN written w ON w.id = u.id
+    WHERE s.dlq_id = u.id AND u.status = 'SUCCEEDED'
 )
 UPDATE jobwarden.dlq_schedule s
 SET active = (u.status = 'PENDING'), due_at = coalesce(u.due_at, s.due_at),
     lease_owner = NULL, lease_until = NULL,
     exhausted_at = CASE WHEN u.exhausted THEN $8 ELSE s.exhausted_at END, updated_at = $8
 FROM u JOIN written w ON w.id = u.id
-WHERE s.dlq_id = u.id
+WHERE s.dlq_id = u.id AND u.status <> 'SUCCEEDED'
 """
 
 # Claimed, never started: back to PENDING, due now, and the attempt is not counted.
