@@ -13,6 +13,13 @@ order), so that evaluators racing each other still produce one row:
                                 in a row it is resolved (`resolved`, `resolvedAt`)
 - held                       -> untouched (a paused job, a job in maintenance)
 
+A pass owns the states of its `rules` only: it locks, fires and heals those, so the
+monitoring pass and the dead-letter pass never resolve each other's alerts.
+
+A rule whose condition only clears when someone deals with it (`dlq_exhausted`) reads
+a hand-resolve as an acknowledgement instead: `take_hand_resolved` forgets those
+alerts (no suppression), and the caller clears what was acknowledged.
+
 `metadata` is merged (`||`), never replaced: the web app may have added keys.
 """
 
@@ -23,14 +30,15 @@ from datetime import datetime
 from typing import Any
 
 from jobwarden.db.pg import Conn
-from jobwarden.db.prisma import new_id, to_prisma
+from jobwarden.db.prisma import from_prisma, new_id, to_prisma
 
 LOCK_STATES = """
 SELECT s.fingerprint, s.alert_id, s.occurrences, s.first_seen_at, s.last_seen_at,
        s.healthy_passes, s.suppressed, a.resolved AS alert_resolved
 FROM jobwarden.alert_state s
 LEFT JOIN alerts a ON a.id = s.alert_id
-WHERE s.fingerprint = ANY($1::text[]) OR s.alert_id IS NOT NULL OR s.suppressed
+WHERE s.rule = ANY($2::text[])
+  AND (s.fingerprint = ANY($1::text[]) OR s.alert_id IS NOT NULL OR s.suppressed)
 ORDER BY s.fingerprint
 FOR UPDATE OF s
 """
@@ -64,6 +72,25 @@ UPDATE alerts a SET resolved = true, "resolvedAt" = $3, "updatedAt" = $3,
        metadata = a.metadata || u.patch::jsonb
 FROM unnest($1::text[], $2::text[]) AS u(id, patch)
 WHERE a.id = u.id AND NOT a.resolved
+"""
+
+# States of one rule whose open alert someone else resolved (or deleted): forgotten, in
+# fingerprint order (the order sync_alerts locks in), with the alert and its resolve.
+TAKE_HAND_RESOLVED = """
+UPDATE jobwarden.alert_state s
+SET alert_id = NULL, healthy_passes = 0, suppressed = false, updated_at = $2
+FROM (
+    SELECT x.fingerprint, x.alert_id, a."resolvedAt" AS resolved_at
+    FROM jobwarden.alert_state x
+    LEFT JOIN alerts a ON a.id = x.alert_id
+    WHERE x.rule = $1 AND x.alert_id IS NOT NULL
+      AND (a.id IS NULL
+           OR (a.resolved AND a.metadata ->> 'resolvedBy' IS DISTINCT FROM 'jobwarden'))
+    ORDER BY x.fingerprint
+    FOR UPDATE OF x
+) h
+WHERE s.fingerprint = h.fingerprint
+RETURNING s.fingerprint, s.job_id, h.alert_id, h.resolved_at
 """
 
 WRITE_STATES = """
@@ -108,6 +135,16 @@ class _State:
 class AlertRef:
     id: str
     fingerprint: str
+
+
+@dataclass(frozen=True)
+class HandResolved:
+    """An open alert someone other than jobwarden resolved (or deleted)."""
+
+    fingerprint: str
+    job_id: str | None
+    alert_id: str
+    resolved_at: datetime | None  # None: deleted, or resolved without a resolvedAt
 
 
 @dataclass
@@ -195,10 +232,16 @@ async def sync_alerts(
     held: Collection[str],
     now: datetime,
     *,
+    rules: Collection[str],
     resolve_after: int,
 ) -> SyncResult:
-    """Bring the alerts table in line with one pass's judgement; see the module doc."""
+    """Bring the alerts of `rules` in line with one pass's judgement; see the module doc.
+
+    Only states whose rule is in `rules` are locked and healed: every signal's type
+    must be one of them."""
     by_fingerprint = {s.fingerprint: s for s in firing}
+    if stray := sorted({s.type for s in by_fingerprint.values()} - set(rules)):
+        raise ValueError(f"signals of rules this pass does not own: {', '.join(stray)}")
     out, writes = SyncResult(), _Writes()
     async with conn.transaction():
         if by_fingerprint:
@@ -208,7 +251,7 @@ async def sync_alerts(
                 [s.type for s in by_fingerprint.values()],
                 [s.job_id for s in by_fingerprint.values()],
             )
-        rows = await conn.fetch(LOCK_STATES, list(by_fingerprint))
+        rows = await conn.fetch(LOCK_STATES, list(by_fingerprint), sorted(set(rules)))
         for row in rows:
             state = _State(**dict(row))
             before = (state.alert_id, state.occurrences, state.healthy_passes, state.suppressed)
@@ -224,6 +267,24 @@ async def sync_alerts(
                 writes.states.append(state)
         await _write(conn, writes, now)
     return out
+
+
+async def take_hand_resolved(conn: Conn, rule: str, now: datetime) -> list[HandResolved]:
+    """Forget the alerts of `rule` that were resolved (or deleted) by someone else, so
+    the next time their condition holds raises a new alert instead of staying quiet.
+
+    For conditions a person clears by dealing with them: call it in the transaction
+    that clears what was acknowledged, before `sync_alerts`."""
+    rows = await conn.fetch(TAKE_HAND_RESOLVED, rule, now)
+    return [
+        HandResolved(
+            fingerprint=row["fingerprint"],
+            job_id=row["job_id"],
+            alert_id=row["alert_id"],
+            resolved_at=from_prisma(row["resolved_at"]),
+        )
+        for row in rows
+    ]
 
 
 async def _write(conn: Conn, writes: _Writes, now: datetime) -> None:

@@ -15,13 +15,14 @@ from jobwarden.logsetup import get_logger
 from jobwarden.monitoring.baselines import baseline_averages
 from jobwarden.monitoring.expectations import list_expectations
 from jobwarden.monitoring.history import recent_windows
-from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Verdict, Window
+from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Rule, Verdict, Window
 from jobwarden.monitoring.rules import evaluate
 from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
 
 log = get_logger(__name__)
 
 EVALUATION_JOB = "evaluate"  # its name in the scheduler and the log
+MONITORING_RULES = frozenset(rule.value for rule in Rule)  # the alerts this pass owns
 
 
 def default_knobs(settings: Settings) -> Knobs:
@@ -106,6 +107,7 @@ async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:
             [signal(f) for f in verdict.findings.values()],
             verdict.held,
             now,
+            rules=MONITORING_RULES,
             resolve_after=ctx.settings.resolve_after,
         )
     _log_changes(verdict, alerts)
