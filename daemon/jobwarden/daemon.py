@@ -29,9 +29,11 @@ from jobwarden.db.listener import Listener
 from jobwarden.db.migrations import Migration, apply_migrations, load_migrations
 from jobwarden.db.pool import Database, connect_with_retry
 from jobwarden.db.schema_check import verify_shared_tables
+from jobwarden.dlq import alerting
 from jobwarden.dlq import queue as dlq_queue
 from jobwarden.dlq.handlers import Router
 from jobwarden.dlq.processor import DlqProcessor
+from jobwarden.dlq.queue import Routing
 from jobwarden.dsn import DatabaseUrl, parse_database_url
 from jobwarden.liveness import Liveness
 from jobwarden.logsetup import get_logger
@@ -72,8 +74,11 @@ async def migrate_and_verify(
     log.info("database schema is current", applied_now=[m.filename for m in applied])
 
 
-def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
-    """Every periodic pass of the daemon: the one place they are registered."""
+def periodic_jobs(settings: Settings, dlq_routing: Routing) -> list[PeriodicJob]:
+    """Every periodic pass of the daemon: the one place they are registered.
+
+    `dlq_routing`: the processor's own, so a job is reported unrouted exactly when the
+    processor leaves its entries alone."""
     return [
         heartbeat_job(),
         PeriodicJob(
@@ -84,6 +89,12 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
         ),
         PeriodicJob("baselines", settings.baseline_interval, baselines.run_once, leader_only=True),
         PeriodicJob(sweep.SWEEP_JOB, sweep.SWEEP_INTERVAL_SECONDS, sweep.run_once, quiet=True),
+        PeriodicJob(
+            alerting.DLQ_ALERTS_JOB,
+            settings.poll_interval,
+            alerting.alerts_pass(dlq_routing),
+            leader_only=True,
+        ),
     ]
 
 
@@ -209,7 +220,7 @@ class Daemon:
             outage = DatabaseOutageWatch(
                 ctx, channels, state_file=settings.state_dir / "outage.json"
             )
-            self.scheduler = JobScheduler(ctx, periodic_jobs(settings))
+            self.scheduler = JobScheduler(ctx, periodic_jobs(settings, dlq.router.routing))
             runner, port = await start_server(
                 make_app(ctx, self.scheduler, dlq.state), settings.http_host, settings.http_port
             )

@@ -106,6 +106,7 @@ async def test_run_is_ready_after_migrating_pings_the_watchdog_and_stops_on_sigt
             "scheduler": "ok",
             "evaluation": "ok",
             "deliveries": "ok",
+            "dlq": "ok",
         }
         status, db = await d.get("/api/health/database")
         assert status == 200

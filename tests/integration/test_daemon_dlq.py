@@ -36,6 +36,7 @@ async def test_an_entry_written_by_the_web_app_is_retried(
                 await conn.close()
     assert code == 0
     assert status == 200
+    assert "dlq-alerts" in health["checks"]["scheduler"]["jobs"]
     queue = health["checks"]["dlq"]
     assert queue["status"] == "ok"
     assert queue["pending"] == 0

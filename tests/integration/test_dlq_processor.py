@@ -548,3 +548,33 @@ async def test_history_keeps_the_latest_twenty(migrated_dsn: str) -> None:
         )
     assert merged["app"] is True
     assert [h["attempt"] for h in merged["jobwarden"]["history"]] == list(range(6, 26))
+
+
+async def test_a_lease_shorter_than_the_retry_is_renewed(migrated_dsn: str) -> None:
+    """Lease 1s, a retry that takes 2.5s: another daemon looking all along never takes
+    the entry back, and it succeeds once."""
+    started, done = asyncio.Event(), asyncio.Event()
+
+    async def slow(entry: Entry) -> None:
+        started.set()
+        await asyncio.sleep(2.5)  # the handler's own work, not the test waiting
+        done.set()
+
+    env = {"JOBWARDEN_DLQ_LEASE": "1s"}
+    async with (
+        processor(migrated_dsn, None, functions={"slow": slow}, owner="a", env=env) as (ctx, a),
+        processor(migrated_dsn, None, functions={"slow": slow}, owner="b", env=env) as (_, b),
+    ):
+        async with ctx.db.connection() as conn:
+            entry_id = await insert_dlq_entry(conn, "slow")
+        await a.start()
+        await asyncio.wait_for(started.wait(), 10)
+        await b.start()  # looks every second: it would take back an expired lease
+        await asyncio.wait_for(done.wait(), 10)
+        await a.stop(grace=5)
+        await b.stop(grace=5)
+        async with ctx.db.connection() as conn:
+            entry = await dlq_entry(conn, entry_id)
+    assert entry["status"] == "SUCCEEDED"
+    assert entry["attempts"] == 1
+    assert [h["outcome"] for h in dlq_history(entry)] == ["succeeded"]
