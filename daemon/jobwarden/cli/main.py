@@ -1,4 +1,4 @@
-"""Command line: `jobwarden run | migrate | jobs | alerts | deliveries | check-config`.
+"""Command line: `jobwarden run | migrate | jobs | alerts | deliveries | dlq | check-config`.
 
 Exit statuses are in `exitcodes`: 64 for a bad command line (naming the flag),
 78 for bad configuration (every problem listed, no traceback), 65 when the
@@ -16,7 +16,7 @@ from typing import TextIO
 import asyncpg
 
 from jobwarden import __version__, exitcodes
-from jobwarden.cli import alerts, jobs, migrate
+from jobwarden.cli import alerts, dlq, jobs, migrate
 from jobwarden.cli.parser import UsageParser
 from jobwarden.config import ConfigError, Settings, load_settings, systemd_env
 from jobwarden.daemon import Daemon
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_parser(commands)
     jobs.add_parser(commands)
     alerts.add_parsers(commands)
+    dlq.add_parser(commands)
     commands.add_parser("check-config", help="print the effective configuration (secrets redacted)")
     return parser
 
@@ -73,6 +74,8 @@ def main(argv: Sequence[str]) -> int:
             return asyncio.run(jobs.run(settings, args))
         if args.command in ("alerts", "deliveries"):
             return asyncio.run(alerts.run(settings, args))
+        if args.command == "dlq":
+            return asyncio.run(dlq.run(settings, args))
         return asyncio.run(migrate.run(settings, args))
     except EmbeddedUnavailable as exc:
         log.error(str(exc))
