@@ -45,31 +45,26 @@ CREATE TABLE jobwarden.dlq_routes (
 
 -- `metadata` with `entries` (a JSON array) appended to metadata.jobwarden.history,
 -- keeping the latest `keep`; every other key is kept as it is. A metadata that is not
--- an object (the web app's own shape) is kept under "value" rather than lost.
+-- an object, or whose "jobwarden" key the web app uses for something else, is left
+-- exactly as it is: the history of that entry is not kept rather than reshape its data.
 CREATE FUNCTION jobwarden.dlq_history(metadata jsonb, entries jsonb, keep integer DEFAULT 20)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH base AS (
-        SELECT CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata
-                    WHEN metadata IS NULL OR metadata = 'null'::jsonb THEN '{}'::jsonb
-                    ELSE jsonb_build_object('value', metadata) END AS m
-    ), ours AS (
-        SELECT m, CASE WHEN jsonb_typeof(m -> 'jobwarden') = 'object' THEN m -> 'jobwarden'
-                       ELSE '{}'::jsonb END AS j
-        FROM base
-    ), merged AS (
-        SELECT m, j,
-               CASE WHEN jsonb_typeof(j -> 'history') = 'array' THEN j -> 'history'
-                    ELSE '[]'::jsonb END || coalesce(entries, '[]'::jsonb) AS h
-        FROM ours
-    )
-    SELECT m || jsonb_build_object('jobwarden', j || jsonb_build_object('history', (
-        SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb)
-        FROM jsonb_array_elements(h) WITH ORDINALITY AS t(e, n)
-        WHERE n > jsonb_array_length(h) - keep)))
-    FROM merged
+    SELECT CASE
+        WHEN jsonb_typeof(metadata) IS DISTINCT FROM 'object' THEN metadata
+        WHEN metadata ? 'jobwarden' AND jsonb_typeof(metadata -> 'jobwarden') <> 'object'
+            THEN metadata
+        ELSE metadata || jsonb_build_object('jobwarden',
+            coalesce(metadata -> 'jobwarden', '{}'::jsonb) || jsonb_build_object('history', (
+                SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb)
+                FROM jsonb_array_elements(h.history) WITH ORDINALITY AS t(e, n)
+                WHERE n > jsonb_array_length(h.history) - keep)))
+        END
+    FROM (SELECT CASE WHEN jsonb_typeof(metadata -> 'jobwarden' -> 'history') = 'array'
+                      THEN metadata -> 'jobwarden' -> 'history' ELSE '[]'::jsonb END
+                 || coalesce(entries, '[]'::jsonb) AS history) AS h
 $$;
 
 -- SECURITY DEFINER: the web app's role needs no rights on schema jobwarden. Once per

@@ -458,7 +458,7 @@ async def test_stop_hands_back_what_was_claimed_but_not_started(migrated_dsn: st
             assert dlq_history(entry) == []
 
 
-async def test_a_retry_still_running_after_the_grace_period_is_written_interrupted(
+async def test_a_retry_still_running_after_the_grace_period_is_handed_back(
     migrated_dsn: str,
 ) -> None:
     async with RetryEndpointFake() as endpoint:
@@ -473,9 +473,9 @@ async def test_a_retry_still_running_after_the_grace_period_is_written_interrupt
                 entry = await dlq_entry(conn, entry_id)
             endpoint.gate.set()
     assert entry["status"] == "PENDING"
-    assert entry["attempts"] == 1
+    assert entry["attempts"] == 0  # a stop is not the retry's failure
     [attempt] = dlq_history(entry)
-    assert attempt["outcome"] == "retry"
+    assert attempt["outcome"] == "interrupted"
     assert "interrupted" in attempt["error"]
 
 
@@ -524,20 +524,24 @@ async def test_the_apps_insert_never_fails_because_of_jobwarden(migrated_dsn: st
     assert result.succeeded == 1
 
 
-async def test_metadata_that_is_not_an_object_is_kept(migrated_dsn: str) -> None:
-    async with RetryEndpointFake() as endpoint, processor(migrated_dsn, endpoint) as (ctx, dlq):
+async def test_metadata_the_app_shaped_otherwise_is_left_alone(migrated_dsn: str) -> None:
+    """Not an object, or a "jobwarden" key of the app's own: no history, nothing changed."""
+    async with (
+        RetryEndpointFake() as endpoint,
+        processor(migrated_dsn, endpoint) as (ctx, dlq),
+    ):
         async with ctx.db.connection() as conn:
             listed = await insert_dlq_entry(conn)
             await conn.execute(
                 "UPDATE dead_letter_queue SET metadata = '[1, 2]'::jsonb WHERE id = $1", listed
             )
-            foreign = await insert_dlq_entry(conn, metadata={"jobwarden": "not ours"})
+            foreign = await insert_dlq_entry(conn, metadata={"jobwarden": "not ours", "a": 1})
         await dlq.run_once(soon())
         async with ctx.db.connection() as conn:
             entries = [await dlq_entry(conn, i) for i in (listed, foreign)]
-    assert entries[0]["metadata"]["value"] == [1, 2]
-    assert [h["outcome"] for h in dlq_history(entries[0])] == ["succeeded"]
-    assert [h["outcome"] for h in dlq_history(entries[1])] == ["succeeded"]
+    assert [e["status"] for e in entries] == ["SUCCEEDED", "SUCCEEDED"]
+    assert entries[0]["metadata"] == [1, 2]
+    assert entries[1]["metadata"] == {"jobwarden": "not ours", "a": 1}
 
 
 async def test_history_keeps_the_latest_twenty(migrated_dsn: str) -> None:
@@ -578,3 +582,114 @@ async def test_a_lease_shorter_than_the_retry_is_renewed(migrated_dsn: str) -> N
     assert entry["status"] == "SUCCEEDED"
     assert entry["attempts"] == 1
     assert [h["outcome"] for h in dlq_history(entry)] == ["succeeded"]
+
+
+async def test_what_the_endpoint_echoes_of_its_secrets_is_hidden(migrated_dsn: str) -> None:
+    async with (
+        RetryEndpointFake(token=TOKEN) as endpoint,
+        processor(migrated_dsn, endpoint) as (ctx, dlq),
+    ):
+        endpoint.fail_next(
+            1, status=400, body=f"bad api key {endpoint.key} for Authorization: Bearer {TOKEN}"
+        )
+        async with ctx.db.connection() as conn:
+            entry_id = await insert_dlq_entry(conn)
+        await dlq.run_once(soon())
+        async with ctx.db.connection() as conn:
+            entry = await dlq_entry(conn, entry_id)
+    [attempt] = dlq_history(entry)
+    assert attempt["error"] == "HTTP 400: bad api key *** for Authorization: Bearer ***"
+
+
+async def test_entries_with_no_attempt_left_fail_instead_of_waiting(migrated_dsn: str) -> None:
+    """JOBWARDEN_DLQ_MAX_ATTEMPTS lowered below what an entry already used."""
+    async with RetryEndpointFake() as endpoint:
+        env = {"JOBWARDEN_DLQ_MAX_ATTEMPTS": "3"}
+        async with processor(migrated_dsn, endpoint, env=env) as (ctx, dlq):
+            async with ctx.db.connection() as conn:
+                entry_id = await insert_dlq_entry(conn)
+                await conn.execute(
+                    "UPDATE dead_letter_queue SET attempts = 3 WHERE id = $1", entry_id
+                )
+                due = await queue.next_due(conn, dlq.router.routing, 3)
+            result = await dlq.run_once(soon())
+            async with ctx.db.connection() as conn:
+                entry = await dlq_entry(conn, entry_id)
+                exhausted = await conn.fetchval(
+                    "SELECT exhausted_at IS NOT NULL FROM jobwarden.dlq_schedule WHERE dlq_id = $1",
+                    entry_id,
+                )
+    assert due is None  # nothing the claim would take: the loop does not spin
+    assert result.claimed == 0
+    assert endpoint.requests == []
+    assert entry["status"] == "FAILED"
+    assert entry["processedAt"] is not None
+    assert [h["outcome"] for h in dlq_history(entry)] == ["exhausted"]
+    assert exhausted  # raises dlq_exhausted
+
+
+async def test_a_claim_taken_back_and_claimed_again_by_the_same_daemon(migrated_dsn: str) -> None:
+    """The old claim's retry is cancelled, and nothing written about it lands on the new
+    claim while that one runs."""
+    calls: list[int] = []
+    started = {1: asyncio.Event(), 2: asyncio.Event()}
+    first_cancelled, finish_second = asyncio.Event(), asyncio.Event()
+
+    async def handler(entry: Entry) -> None:
+        calls.append(entry.attempt)
+        started[entry.attempt].set()
+        if entry.attempt == 2:
+            await finish_second.wait()
+            return
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            first_cancelled.set()
+            raise
+
+    env = {"JOBWARDEN_DLQ_LEASE": "5s"}
+    async with processor(migrated_dsn, None, functions={"job": handler}, env=env) as (ctx, dlq):
+        async with ctx.db.connection() as conn:
+            entry_id = await insert_dlq_entry(conn, "job")
+        first = asyncio.create_task(dlq.run_once(soon()))
+        await asyncio.wait_for(started[1].wait(), 5)
+        # Its lease expired unrenewed: this very daemon takes it back and claims it again.
+        second = asyncio.create_task(dlq.run_once(datetime.now(UTC) + timedelta(minutes=1)))
+        await asyncio.wait_for(started[2].wait(), 5)
+        await asyncio.wait_for(first_cancelled.wait(), 5)
+        async with ctx.db.connection() as conn:
+            late = queue.Finished(entry_id, 1, "SUCCEEDED", {"outcome": "late"})
+            written = await queue.record(conn, dlq.owner, [late], datetime.now(UTC))
+            kept = await queue.renew(conn, dlq.owner, [(entry_id, 1)], datetime.now(UTC), 5)
+            during = await dlq_entry(conn, entry_id)
+        finish_second.set()
+        again = await asyncio.wait_for(second, 5)
+        await asyncio.wait_for(first, 5)
+        async with ctx.db.connection() as conn:
+            entry = await dlq_entry(conn, entry_id)
+    assert written == 0  # fenced off: the first claim is dead
+    assert kept == set()
+    assert during["status"] == "PROCESSING"
+    assert during["attempts"] == 2
+    assert calls == [1, 2]
+    assert again.recovered == 1
+    assert again.succeeded == 1
+    assert entry["status"] == "SUCCEEDED"
+    assert entry["attempts"] == 2
+    assert [h["outcome"] for h in dlq_history(entry)] == ["lease_expired", "succeeded"]
+
+
+async def test_a_written_outcome_is_counted(migrated_dsn: str) -> None:
+    async with processor(migrated_dsn, None) as (ctx, dlq), ctx.db.connection() as conn:
+        entry_id = await insert_dlq_entry(conn)
+        [claimed] = await queue.claim(
+            conn, dlq.owner, soon(), limit=1, lease=60, routing=queue.Routing(True),
+            max_attempts=5,
+        )  # fmt: skip
+        written = await queue.record(
+            conn,
+            dlq.owner,
+            [queue.Finished(entry_id, claimed.entry.attempt, "SUCCEEDED", {"outcome": "ok"})],
+            soon(),
+        )
+    assert written == 1

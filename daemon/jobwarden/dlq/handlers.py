@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from jobwarden.alerts.channels.http import Reply, excerpt, post
+from jobwarden.alerts.channels.http import HIDDEN, Reply, excerpt, post
 from jobwarden.config import DLQ_JOB_PLACEHOLDER, Settings
 from jobwarden.dlq.queue import Claimed, Entry, Routing
 from jobwarden.logsetup import get_logger
@@ -97,15 +97,19 @@ class HttpHandler:
             return Outcome(Verdict.RETRY, error=reply.error)
         if reply.success:
             return Outcome(Verdict.SUCCEEDED, reply.status)
+        # The URL's parts are hidden by `post`; the token too, if the endpoint echoes it.
+        error = reply.described()
+        if self.token is not None:
+            error = error.replace(self.token.reveal(), HIDDEN)
         if reply.transient:
             wait = reply.retry_after(time.time())
             return Outcome(
                 Verdict.RETRY,
                 reply.status,
-                reply.described(),
+                error,
                 None if wait is None else min(wait, MAX_SERVER_WAIT),
             )
-        return Outcome(Verdict.FAILED, reply.status, reply.described())
+        return Outcome(Verdict.FAILED, reply.status, error)
 
 
 @dataclass(frozen=True)

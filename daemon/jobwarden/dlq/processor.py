@@ -47,7 +47,7 @@ log = get_logger(__name__)
 
 JITTER = 0.2  # a retry waits between 80 % and 100 % of its backoff
 IDLE_TICK_SECONDS = 1.0  # longest the loop sleeps without a wake-up
-MIN_SLEEP_SECONDS = 0.01
+MIN_SLEEP_SECONDS = 0.05  # when something is due but could not be claimed
 RECOVER_EVERY_SECONDS = 1.0
 DISCOVER_EVERY_SECONDS = 15.0  # the trigger schedules new entries; this catches the rest
 DISCOVER_WITHOUT_TRIGGER_SECONDS = 1.0
@@ -71,6 +71,10 @@ class _Run:
     task: "asyncio.Task[None] | None" = None
     started: bool = False
     lost: bool = False  # the lease went to another daemon: no outcome is written
+
+    @property
+    def claim(self) -> queue.Claim:
+        return (self.claimed.entry.id, self.claimed.entry.attempt)
 
 
 @dataclass
@@ -122,7 +126,8 @@ class DlqProcessor:
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
-        self._renewed_at = time.monotonic()
+        self._renewed_at = time.monotonic()  # when the last renewal that held was sent
+        self._writing = asyncio.Lock()  # renewals and outcomes: one at a time, no deadlock
         self._discover_every = DISCOVER_EVERY_SECONDS
         self._last = {"recover": -math.inf, "discover": -math.inf, "prune": -math.inf}
         self._pass = PassResult()
@@ -170,8 +175,11 @@ class DlqProcessor:
         self._wake.set()
         self._cancel_waiting()
         if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            done, _ = await asyncio.wait([self._loop_task], timeout=grace)
+            if not done:  # stuck on the database: stop claiming all the same
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
         self._cancel_waiting()  # and those the loop's last turn claimed
         running = [r.task for r in self._runs.values() if r.task is not None]
         if running:
@@ -188,16 +196,22 @@ class DlqProcessor:
                     count=len(pending),
                 )
                 await asyncio.wait(pending, timeout=5)
-        unstarted = [i for i, r in self._runs.items() if not r.started and not r.lost]
+        unstarted = [r.claim for r in self._runs.values() if not r.started and not r.lost]
         try:
             await self._write_at_stop()
+        except DATABASE_ERRORS as exc:
+            log.warning(
+                "could not write dead-letter outcomes; their leases will expire",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        try:
             if unstarted:
                 async with self._ctx.db.connection() as conn:
                     released = await queue.release(conn, self.owner, unstarted, _now())
                 log.info("handed back claimed dead-letter entries", count=released)
         except DATABASE_ERRORS as exc:
             log.warning(
-                "could not write or hand back dead-letter entries; their leases will expire",
+                "could not hand back claimed dead-letter entries; their leases will expire",
                 error=f"{type(exc).__name__}: {exc}",
             )
         finally:
@@ -249,7 +263,7 @@ class DlqProcessor:
         if len(runs) == room:
             return 0.0  # there may be more due
         async with self._ctx.db.connection() as conn:
-            due = await queue.next_due(conn, self.router.routing)
+            due = await queue.next_due(conn, self.router.routing, self._max_attempts)
         if due is None:
             return IDLE_TICK_SECONDS
         until = (due - _now()).total_seconds()
@@ -278,7 +292,14 @@ class DlqProcessor:
             self._last["recover"] = tick
             async with self._ctx.db.connection() as conn:
                 recovered = await queue.recover(conn, now, max_attempts=self._max_attempts)
+                spent = await queue.exhaust(conn, now, max_attempts=self._max_attempts)
             self._log_recovered(recovered)
+            for entry in spent:
+                log.error(
+                    "dead-letter entry has no attempt left (JOBWARDEN_DLQ_MAX_ATTEMPTS): FAILED",
+                    dlq_id=entry.id,
+                    job_id=entry.job_id,
+                )
         if force or tick - self._last["discover"] >= self._discover_every:
             self._last["discover"] = tick
             async with self._ctx.db.connection() as conn:
@@ -320,13 +341,17 @@ class DlqProcessor:
         self.state.last_claim_at = now
         self._pass.claimed += len(claimed)
         runs: list[_Run] = []
-        unrouted: list[str] = []
+        unrouted: list[queue.Claim] = []
         for item in claimed:
             handler = self.router.handler_for(item)
             if handler is None:  # its route was removed since the claim read it
-                unrouted.append(item.entry.id)
+                unrouted.append((item.entry.id, item.entry.attempt))
                 continue
             run = _Run(item, handler)
+            if (old := self._runs.get(item.entry.id)) is not None:
+                # Taken back from this very daemon and claimed again: the old claim
+                # is dead (its writes are fenced off); its retry must not go on.
+                self._lose(old, "claimed again after its lease expired")
             self._runs[item.entry.id] = run
             run.task = asyncio.create_task(self._run(run, clock), name=f"dlq-{item.entry.id}")
             runs.append(run)
@@ -349,28 +374,24 @@ class DlqProcessor:
                     outcome = await run.handler(entry)
                 except asyncio.CancelledError:
                     if not run.lost:
-                        outcome = Outcome(
-                            Verdict.RETRY,
-                            error="interrupted: jobwarden stopped before the retry finished",
-                        )
-                        self._finish(run, outcome, started_at, time.monotonic() - began, clock())
+                        self._interrupted(run, started_at, time.monotonic() - began, clock())
                     raise
                 except Exception as exc:
                     log.exception("dead-letter handler raised", dlq_id=entry.id)
                     outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
                 self._finish(run, outcome, started_at, time.monotonic() - began, clock())
         finally:
-            if run.started or run.lost:
-                self._runs.pop(entry.id, None)
+            if (run.started or run.lost) and self._runs.get(entry.id) is run:
+                del self._runs[entry.id]
             self._update_counts()
             self._wake.set()
 
-    def _finish(
-        self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float, now: datetime
-    ) -> None:
-        claimed, entry = run.claimed, run.claimed.entry
-        history: dict[str, Any] = {
-            "attempt": entry.attempt,
+    def _history(
+        self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float
+    ) -> dict[str, Any]:
+        """This attempt's entry in metadata.jobwarden.history."""
+        return {
+            "attempt": run.claimed.entry.attempt,
             "startedAt": queue.iso(started_at),
             "durationMs": round(seconds * 1000),
             "outcome": outcome.verdict.value,
@@ -379,6 +400,30 @@ class DlqProcessor:
             "handler": run.handler.kind,
             "by": self.owner,
         }
+
+    def _interrupted(self, run: _Run, started_at: datetime, seconds: float, now: datetime) -> None:
+        """Still running when the grace period ended: back to PENDING, due now, and the
+        attempt is not counted (a stop is not the retry's failure; the endpoint tells a
+        repeat by its Idempotency-Key)."""
+        entry = run.claimed.entry
+        error = "interrupted: jobwarden stopped before the retry finished"
+        history = self._history(run, Outcome(Verdict.RETRY, error=error), started_at, seconds)
+        history["outcome"] = "interrupted"
+        self._done.append(
+            queue.Finished(entry.id, entry.attempt, "PENDING", history, due_at=now, refund=True)
+        )
+        log.warning(
+            "dead-letter retry interrupted by the stop; handed back",
+            dlq_id=entry.id,
+            job_id=entry.job_id,
+            attempt=entry.attempt,
+        )
+
+    def _finish(
+        self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float, now: datetime
+    ) -> None:
+        claimed, entry = run.claimed, run.claimed.entry
+        history = self._history(run, outcome, started_at, seconds)
         fields = {
             "dlq_id": entry.id,
             "job_id": entry.job_id,
@@ -388,23 +433,23 @@ class DlqProcessor:
             "duration_ms": history["durationMs"],
         }
         if outcome.verdict is Verdict.SUCCEEDED:
-            finished = queue.Finished(entry.id, "SUCCEEDED", history)
+            finished = queue.Finished(entry.id, entry.attempt, "SUCCEEDED", history)
             self._count("succeeded")
             log.info("dead-letter retry succeeded", **fields)
         elif outcome.verdict is Verdict.FAILED:
-            finished = queue.Finished(entry.id, "FAILED", history, exhausted=True)
+            finished = queue.Finished(entry.id, entry.attempt, "FAILED", history, exhausted=True)
             self._count("failed")
             log.error("dead-letter entry failed for good", error=outcome.error, **fields)
         elif claimed.budget_attempt >= self._max_attempts:
             history["outcome"] = "exhausted"
-            finished = queue.Finished(entry.id, "FAILED", history, exhausted=True)
+            finished = queue.Finished(entry.id, entry.attempt, "FAILED", history, exhausted=True)
             self._count("failed")
             log.error("dead-letter entry out of attempts: FAILED", error=outcome.error, **fields)
         else:
             delay = self.backoff.delay(claimed.budget_attempt, outcome.wait)
             retry_at = _to_millisecond(now + timedelta(seconds=delay))  # as the history says
             history["retryAt"] = queue.iso(retry_at)
-            finished = queue.Finished(entry.id, "PENDING", history, due_at=retry_at)
+            finished = queue.Finished(entry.id, entry.attempt, "PENDING", history, due_at=retry_at)
             self._count("retrying")
             log.warning(
                 "dead-letter retry failed; will retry",
@@ -424,7 +469,7 @@ class DlqProcessor:
         if not self._done:
             return
         done = list(self._done)
-        async with self._ctx.db.connection() as conn:
+        async with self._writing, self._ctx.db.connection() as conn:
             try:
                 written = await queue.record(conn, self.owner, done, now)
             except asyncpg.PostgresError as exc:
@@ -455,37 +500,51 @@ class DlqProcessor:
         interval = max(self._lease / 3, 0.1)
         while True:
             await asyncio.sleep(interval)
-            await self.renew()
+            try:
+                await self.renew()
+            except Exception:  # the renewals outlive any one failure (logged)
+                log.exception("error while renewing dead-letter leases")
+            self._check_deadline()
 
     async def renew(self) -> None:
-        """Extend the leases of every entry this daemon holds; cancel the retries whose
-        entries another daemon took back, or whose lease can no longer be renewed."""
-        held = list(self._runs) + [f.id for f in self._done]
+        """Extend the leases of every claim this daemon holds; cancel the retries whose
+        entries were taken back. A renewal gets a third of the lease to answer."""
+        runs = {run.claim: run for run in self._runs.values() if not run.lost}
+        held = list(runs) + [(f.id, f.attempt) for f in self._done]
+        sent = time.monotonic()
         if not held:
-            self._renewed_at = time.monotonic()
+            self._renewed_at = sent
             return
         try:
-            async with self._ctx.db.connection() as conn:
-                kept = await queue.renew(conn, self.owner, held, _now(), self._lease)
+            async with asyncio.timeout(max(self._lease / 3, 0.1)):
+                async with self._writing, self._ctx.db.connection() as conn:
+                    kept = await queue.renew(conn, self.owner, held, _now(), self._lease)
         except DATABASE_ERRORS as exc:
-            if time.monotonic() - self._renewed_at > 0.8 * self._lease:
-                self._abandon(list(self._runs), f"leases not renewable: {type(exc).__name__}")
+            log.warning("could not renew dead-letter leases", error=f"{type(exc).__name__}: {exc}")
             return
-        self._renewed_at = time.monotonic()
-        self._abandon([i for i in held if i not in kept and i in self._runs], "lease lost")
+        self._renewed_at = sent
+        for claim, run in runs.items():
+            if claim not in kept and self._runs.get(claim[0]) is run:
+                self._lose(run, "another daemon took the entry back")
 
-    def _abandon(self, ids: list[str], why: str) -> None:
-        for entry_id in ids:
-            run = self._runs.get(entry_id)
-            if run is None or run.task is None or run.lost:
-                continue
-            run.lost = True
-            run.task.cancel()
-            log.warning(
-                "dead-letter retry cancelled: another daemon may take the entry back",
-                dlq_id=entry_id,
-                reason=why,
-            )
+    def _check_deadline(self) -> None:
+        """Leases not renewed for most of their length may be taken back any moment:
+        cancel those retries before another daemon starts the same entries."""
+        if time.monotonic() - self._renewed_at <= 0.8 * self._lease:
+            return
+        for run in list(self._runs.values()):
+            self._lose(run, "its lease could not be renewed in time")
+
+    def _lose(self, run: _Run, why: str) -> None:
+        if run.lost or run.task is None:
+            return
+        run.lost = True
+        run.task.cancel()
+        log.warning(
+            "dead-letter retry cancelled: another daemon may take the entry back",
+            dlq_id=run.claimed.entry.id,
+            reason=why,
+        )
 
 
 def _to_millisecond(moment: datetime) -> datetime:

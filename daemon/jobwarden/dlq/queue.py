@@ -90,49 +90,63 @@ FROM claimed c JOIN leased l ON l.dlq_id = c.id
 ORDER BY c.id
 """
 
-# When the next entry may be claimed, or the next lease of another daemon expires.
+# When the next entry may be claimed: the claim's own filters, so an entry the claim
+# would skip never makes the loop look again at once.
 NEXT_DUE = """
-SELECT least(
-    (SELECT min(s.due_at) FROM jobwarden.dlq_schedule s
-     WHERE s.active AND s.lease_owner IS NULL
-       AND ($1 OR s.job_id = ANY($2::text[])
-            OR EXISTS (SELECT 1 FROM jobwarden.dlq_routes r WHERE r.job_id = s.job_id))),
-    (SELECT min(s.lease_until) FROM jobwarden.dlq_schedule s WHERE s.lease_owner IS NOT NULL))
+SELECT min(s.due_at)
+FROM jobwarden.dlq_schedule s
+JOIN dead_letter_queue c ON c.id = s.dlq_id
+WHERE s.active AND s.lease_owner IS NULL AND c.status = 'PENDING'
+  AND c.attempts - s.budget_from < $3
+  AND ($1 OR s.job_id = ANY($2::text[])
+       OR EXISTS (SELECT 1 FROM jobwarden.dlq_routes r WHERE r.job_id = s.job_id))
 """
 
+# Every write of a claim's outcome is fenced by (lease owner, attempt number): once an
+# entry was taken back and claimed again, even by the same daemon, the old claim's
+# renewal, outcome or hand-back matches nothing.
 RENEW = """
-UPDATE jobwarden.dlq_schedule SET lease_until = $3, updated_at = $2
-WHERE dlq_id = ANY($1::text[]) AND lease_owner = $4
-RETURNING dlq_id
+UPDATE jobwarden.dlq_schedule s SET lease_until = $3, updated_at = $2
+FROM unnest($1::text[], $5::int[]) AS u(id, attempt), dead_letter_queue q
+WHERE s.dlq_id = u.id AND q.id = u.id AND s.lease_owner = $4
+  AND q.status = 'PROCESSING' AND q.attempts = u.attempt
+RETURNING s.dlq_id, u.attempt
 """
 
-# $1..$5 the outcomes, $6 now as Prisma stores it, $7 owner, $8 now. The schedule of a
+# $1..$7 the outcomes, $8 now as Prisma stores it, $9 owner, $10 now. The schedule of a
 # SUCCEEDED entry is deleted (the table would otherwise grow with every entry ever
-# retried); a FAILED one keeps it, for its dlq_exhausted alert and budget.
+# retried); a FAILED one keeps it, for its dlq_exhausted alert and budget. A refunded
+# attempt (interrupted at shutdown) is not counted.
 RECORD = """
 WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[])
-        AS u(id, status, due_at, entry, exhausted)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[],
+                         $6::bool[], $7::bool[])
+        AS u(id, attempt, status, due_at, entry, exhausted, refund)
 ), written AS (
     UPDATE dead_letter_queue q
     SET status = u.status,
-        "processedAt" = CASE WHEN u.status = 'PENDING' THEN q."processedAt" ELSE $6 END,
-        "updatedAt" = $6,
+        attempts = q.attempts - CASE WHEN u.refund THEN 1 ELSE 0 END,
+        "processedAt" = CASE WHEN u.status = 'PENDING' THEN q."processedAt" ELSE $8 END,
+        "updatedAt" = $8,
         metadata = jobwarden.dlq_history(q.metadata, jsonb_build_array(u.entry::jsonb))
     FROM u, jobwarden.dlq_schedule s
-    WHERE q.id = u.id AND s.dlq_id = u.id AND q.status = 'PROCESSING' AND s.lease_owner = $7
+    WHERE q.id = u.id AND s.dlq_id = u.id AND s.lease_owner = $9
+      AND q.status = 'PROCESSING' AND q.attempts = u.attempt
     RETURNING q.id
 ), succeeded AS (  -- nothing left to remember of it
     DELETE FROM jobwarden.dlq_schedule s
     USING u JOIN written w ON w.id = u.id
-    WHERE s.dlq_id = u.id AND u.status = 'SUCCEEDED'
+    WHERE s.dlq_id = u.id AND u.status = 'SUCCEEDED' AND s.lease_owner = $9
+), scheduled AS (
+    UPDATE jobwarden.dlq_schedule s
+    SET active = (u.status = 'PENDING'), due_at = coalesce(u.due_at, s.due_at),
+        lease_owner = NULL, lease_until = NULL,
+        exhausted_at = CASE WHEN u.exhausted THEN $10 ELSE s.exhausted_at END,
+        updated_at = $10
+    FROM u JOIN written w ON w.id = u.id
+    WHERE s.dlq_id = u.id AND u.status <> 'SUCCEEDED' AND s.lease_owner = $9
 )
-UPDATE jobwarden.dlq_schedule s
-SET active = (u.status = 'PENDING'), due_at = coalesce(u.due_at, s.due_at),
-    lease_owner = NULL, lease_until = NULL,
-    exhausted_at = CASE WHEN u.exhausted THEN $8 ELSE s.exhausted_at END, updated_at = $8
-FROM u JOIN written w ON w.id = u.id
-WHERE s.dlq_id = u.id AND u.status <> 'SUCCEEDED'
+SELECT count(*) FROM written
 """
 
 # Claimed, never started: back to PENDING, due now, and the attempt is not counted.
@@ -140,9 +154,9 @@ RELEASE = """
 WITH back AS (
     UPDATE dead_letter_queue q
     SET status = 'PENDING', attempts = greatest(q.attempts - 1, 0), "updatedAt" = $3
-    FROM jobwarden.dlq_schedule s
-    WHERE q.id = ANY($1::text[]) AND s.dlq_id = q.id AND s.lease_owner = $2
-      AND q.status = 'PROCESSING'
+    FROM unnest($1::text[], $5::int[]) AS u(id, attempt), jobwarden.dlq_schedule s
+    WHERE q.id = u.id AND s.dlq_id = q.id AND s.lease_owner = $2
+      AND q.status = 'PROCESSING' AND q.attempts = u.attempt
     RETURNING q.id
 )
 UPDATE jobwarden.dlq_schedule s
@@ -200,6 +214,37 @@ SELECT
         AS failed_unacknowledged
 """
 
+# PENDING entries with no attempt left in their budget (JOBWARDEN_DLQ_MAX_ATTEMPTS was
+# lowered, or the web app wrote attempts itself): FAILED, as if their last attempt had
+# just failed, so they raise dlq_exhausted instead of waiting for ever.
+EXHAUST = """
+WITH spent AS (
+    SELECT q.id
+    FROM jobwarden.dlq_schedule s
+    JOIN dead_letter_queue q ON q.id = s.dlq_id
+    WHERE s.active AND q.status = 'PENDING' AND q.attempts - s.budget_from >= $3
+    ORDER BY q.id
+    LIMIT $4
+    FOR UPDATE OF s, q SKIP LOCKED
+), failed AS (
+    UPDATE dead_letter_queue q
+    SET status = 'FAILED', "processedAt" = $2, "updatedAt" = $2,
+        metadata = jobwarden.dlq_history(q.metadata, jsonb_build_array(jsonb_build_object(
+            'attempt', q.attempts,
+            'at', to_char($2::timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            'outcome', 'exhausted',
+            'error', 'no attempt left: JOBWARDEN_DLQ_MAX_ATTEMPTS is ' || $3::text)))
+    FROM spent
+    WHERE q.id = spent.id
+    RETURNING q.id, q."jobId" AS job_id
+)
+UPDATE jobwarden.dlq_schedule s
+SET active = false, lease_owner = NULL, lease_until = NULL, exhausted_at = $1, updated_at = $1
+FROM failed f
+WHERE s.dlq_id = f.id
+RETURNING s.dlq_id, f.job_id
+"""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -226,10 +271,12 @@ class Finished:
     """An attempt's outcome as it is written."""
 
     id: str
+    attempt: int  # the claim's attempt number: the fence of every write about it
     status: str  # SUCCEEDED | FAILED | PENDING (retried later)
     history: Mapping[str, Any]  # this attempt's entry in metadata.jobwarden.history
     due_at: datetime | None = None  # PENDING: when to try again
-    exhausted: bool = False  # FAILED because it ran out of attempts
+    exhausted: bool = False  # FAILED for good: raises dlq_exhausted
+    refund: bool = False  # the attempt is not counted (interrupted at shutdown)
 
 
 @dataclass(frozen=True)
@@ -325,21 +372,27 @@ def _claimed(row: Mapping[str, Any]) -> Claimed:
     return Claimed(entry, row["attempts"] - row["budget_from"], row["route_url"])
 
 
-async def next_due(conn: Conn, routing: Routing) -> datetime | None:
+async def next_due(conn: Conn, routing: Routing, max_attempts: int) -> datetime | None:
     due: datetime | None = await conn.fetchval(
-        NEXT_DUE, routing.every_job, list(routing.handled_jobs)
+        NEXT_DUE, routing.every_job, list(routing.handled_jobs), max_attempts
     )
     return due
 
 
+Claim = tuple[str, int]  # (entry id, attempt number): one claim of one entry
+
+
 async def renew(
-    conn: Conn, owner: str, ids: Sequence[str], now: datetime, lease: float
-) -> set[str]:
-    """Extend the leases of `ids`; the ids whose lease is still this daemon's."""
-    if not ids:
+    conn: Conn, owner: str, claims: Sequence[Claim], now: datetime, lease: float
+) -> set[Claim]:
+    """Extend the leases of `claims`; those still this daemon's."""
+    if not claims:
         return set()
-    rows = await conn.fetch(RENEW, list(ids), now, _plus(now, lease), owner)
-    return {row["dlq_id"] for row in rows}
+    ordered = sorted(claims)  # one lock order for every writer
+    rows = await conn.fetch(
+        RENEW, [i for i, _ in ordered], now, _plus(now, lease), owner, [a for _, a in ordered]
+    )
+    return {(row["dlq_id"], row["attempt"]) for row in rows}
 
 
 async def record(conn: Conn, owner: str, finished: Sequence[Finished], now: datetime) -> int:
@@ -348,25 +401,30 @@ async def record(conn: Conn, owner: str, finished: Sequence[Finished], now: date
         return 0
     ordered = sorted(finished, key=lambda f: f.id)  # one lock order for every writer
     async with conn.transaction():
-        status = await conn.execute(
+        written: int = await conn.fetchval(
             RECORD,
             [f.id for f in ordered],
+            [f.attempt for f in ordered],
             [f.status for f in ordered],
             [f.due_at for f in ordered],
             [json.dumps(f.history) for f in ordered],
             [f.exhausted for f in ordered],
+            [f.refund for f in ordered],
             to_prisma(now),
             owner,
             now,
         )
-    return affected(status)
+    return written
 
 
-async def release(conn: Conn, owner: str, ids: Sequence[str], now: datetime) -> int:
-    if not ids:
+async def release(conn: Conn, owner: str, claims: Sequence[Claim], now: datetime) -> int:
+    if not claims:
         return 0
+    ordered = sorted(claims)
     async with conn.transaction():
-        status = await conn.execute(RELEASE, sorted(ids), owner, to_prisma(now), now)
+        status = await conn.execute(
+            RELEASE, [i for i, _ in ordered], owner, to_prisma(now), now, [a for _, a in ordered]
+        )
     return affected(status)
 
 
@@ -376,6 +434,15 @@ async def recover(
     async with conn.transaction():
         rows = await conn.fetch(RECOVER, now, to_prisma(now), max_attempts, limit)
     return [Recovered(row["dlq_id"], row["status"], row["job_id"]) for row in rows]
+
+
+async def exhaust(
+    conn: Conn, now: datetime, *, max_attempts: int, limit: int = RECOVER_BATCH
+) -> list[Recovered]:
+    """FAIL the PENDING entries that have no attempt left in their budget."""
+    async with conn.transaction():
+        rows = await conn.fetch(EXHAUST, now, to_prisma(now), max_attempts, limit)
+    return [Recovered(row["dlq_id"], "FAILED", row["job_id"]) for row in rows]
 
 
 def _plus(moment: datetime, seconds: float) -> datetime:

@@ -89,8 +89,9 @@ def check_url(url: str, field: str = "url") -> str:
 
 
 def redact_url(url: str) -> str:
-    """`scheme://host[:port]/path`: credentials (`user:pass@`) removed, a query shown as
-    `?***`, a fragment dropped. What every listing shows of a route."""
+    """`scheme://host[:port]/***`: only the origin. Credentials, the path and the query
+    are hidden (a webhook-style URL carries its secret in the path), a fragment dropped.
+    What every listing shows of a route."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:
@@ -98,8 +99,8 @@ def redact_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     if not parts.scheme or not host:
         return REDACTED
-    query = f"?{REDACTED}" if parts.query else ""
-    return f"{parts.scheme}://{host}{parts.path}{query}"
+    rest = f"/{REDACTED}" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{rest}"
 
 
 async def set_route(conn: Conn, job_id: str, url: str, now: datetime) -> RouteSet:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiohttp
 
@@ -99,6 +99,12 @@ def _secret_parts(url: str) -> list[str]:
     candidates = {url, url.split("?", 1)[0], path_query, parts.path, unquote(parts.path)}
     if parts.query:
         candidates |= {parts.query, unquote(parts.query)}
+    # A key or a password echoed on its own; not values so short ("1", "v2") that hiding
+    # them would blank out ordinary words.
+    values = [value for _, value in parse_qsl(parts.query)] + [parts.username, parts.password]
+    for value in values:
+        if value and len(value) > 3:
+            candidates |= {value, quote(value, safe=""), unquote(value)}
     # Echoed inside JSON, "/" may come back as "\/".
     candidates |= {c.replace("/", "\\/") for c in candidates}
     return sorted((c for c in candidates if len(c) > 1), key=len, reverse=True)
