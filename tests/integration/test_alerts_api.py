@@ -1,34 +1,20 @@
 """`/api/alerts` and `/api/deliveries` in-process, on a real database, with local fakes."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
 
 from jobwarden.alerts import outbox, views
-from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
-from jobwarden.runtime.scheduler import JobScheduler
+from tests.integration.api_client import client_for
 from tests.integration.conftest import app_context
 from tests.integration.fakes import SlackFake, WebhookFake
 from tests.integration.outboxes import expand, fail_deliveries
 from tests.integration.webapp import insert_alert
 
 TOKEN = "a-long-enough-api-token-0123456789"
-
-
-@asynccontextmanager
-async def client_for(ctx: AppContext) -> AsyncIterator[TestClient[Any, Any]]:
-    client = TestClient(TestServer(make_app(ctx, JobScheduler(ctx))))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_alerts_list_and_show_with_their_deliveries(ctx: AppContext) -> None:

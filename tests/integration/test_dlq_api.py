@@ -8,14 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
 
-from jobwarden.api.server import make_app
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
 from jobwarden.dlq import queue
 from jobwarden.dlq.routes import redact_url
-from jobwarden.runtime.scheduler import JobScheduler
+from tests.integration.api_client import client_for
 from tests.integration.conftest import app_context
 from tests.integration.test_dlq_cli import (
     SECRET_URL,
@@ -27,16 +25,6 @@ from tests.integration.test_dlq_cli import (
 from tests.integration.webapp import dlq_entry, dlq_history, insert_dlq_entry
 
 TOKEN = "a-long-enough-api-token-0123456789"
-
-
-@asynccontextmanager
-async def client_for(ctx: AppContext) -> AsyncIterator[TestClient[Any, Any]]:
-    client = TestClient(TestServer(make_app(ctx, JobScheduler(ctx))))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @asynccontextmanager

@@ -31,6 +31,9 @@ from typing import Any
 
 from jobwarden.db.pg import Conn
 from jobwarden.db.prisma import from_prisma, new_id, to_prisma
+from jobwarden.logsetup import get_logger
+
+log = get_logger(__name__)
 
 LOCK_STATES = """
 SELECT s.fingerprint, s.alert_id, s.occurrences, s.first_seen_at, s.last_seen_at,
@@ -319,4 +322,25 @@ async def _write(conn: Conn, writes: _Writes, now: datetime) -> None:
             [x.healthy_passes for x in s],
             [x.suppressed for x in s],
             now,
+        )
+
+
+def log_changes(result: SyncResult, signals: Mapping[str, Signal]) -> None:
+    """One line per alert raised or resolved: what on-call reads in the journal.
+    `signals`: what fired this pass, by fingerprint."""
+    for ref in result.raised:
+        signal = signals[ref.fingerprint]
+        log.warning(
+            "alert raised",
+            alert_id=ref.id,
+            fingerprint=ref.fingerprint,
+            severity=signal.severity,
+            message=signal.message,
+        )
+    for ref in result.resolved:
+        log.info("alert resolved", alert_id=ref.id, fingerprint=ref.fingerprint)
+    for fingerprint in result.suppressed:
+        log.info(
+            "alert was resolved by hand while its condition holds; quiet until it clears",
+            fingerprint=fingerprint,
         )

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobwarden.alerts.channels.http import excerpt
-from jobwarden.alerts.store import Signal, SyncResult, sync_alerts, take_hand_resolved
+from jobwarden.alerts.store import (
+    Signal,
+    SyncResult,
+    log_changes,
+    sync_alerts,
+    take_hand_resolved,
+)
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn, affected
 from jobwarden.db.prisma import from_prisma
@@ -352,19 +358,4 @@ def _log_changes(result: DlqAlertsResult) -> None:
             alert_id=ack.alert_id,
             entries=ack.entries,
         )
-    for ref in result.alerts.raised:
-        signal = result.signals[ref.fingerprint]
-        log.warning(
-            "alert raised",
-            alert_id=ref.id,
-            fingerprint=ref.fingerprint,
-            severity=signal.severity,
-            message=signal.message,
-        )
-    for ref in result.alerts.resolved:
-        log.info("alert resolved", alert_id=ref.id, fingerprint=ref.fingerprint)
-    for fp in result.alerts.suppressed:
-        log.info(
-            "alert was resolved by hand while its condition holds; quiet until it clears",
-            fingerprint=fp,
-        )
+    log_changes(result.alerts, result.signals)

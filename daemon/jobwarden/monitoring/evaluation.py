@@ -7,7 +7,7 @@ whole pass; the clock is its parameter, so tests drive it with any `now`.
 from dataclasses import dataclass
 from datetime import datetime
 
-from jobwarden.alerts.store import Signal, SyncResult, sync_alerts
+from jobwarden.alerts.store import Signal, SyncResult, log_changes, sync_alerts
 from jobwarden.config import Settings
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
@@ -102,33 +102,14 @@ async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:
         sampling = await sample_jobs(conn, now)
         facts = await gather_facts(conn, sampling.samples, now, knobs)
         verdict = evaluate(facts, knobs, now)
+        signals = {f.fingerprint: signal(f) for f in verdict.findings.values()}
         alerts = await sync_alerts(
             conn,
-            [signal(f) for f in verdict.findings.values()],
+            list(signals.values()),
             verdict.held,
             now,
             rules=MONITORING_RULES,
             resolve_after=ctx.settings.resolve_after,
         )
-    _log_changes(verdict, alerts)
+    log_changes(alerts, signals)
     return EvaluationResult(sampling=sampling, verdict=verdict, alerts=alerts)
-
-
-def _log_changes(verdict: Verdict, alerts: SyncResult) -> None:
-    """One line per alert raised or resolved: what on-call reads in the journal."""
-    for ref in alerts.raised:
-        finding = verdict.findings[ref.fingerprint]
-        log.warning(
-            "alert raised",
-            alert_id=ref.id,
-            fingerprint=ref.fingerprint,
-            severity=finding.severity,
-            message=finding.message,
-        )
-    for ref in alerts.resolved:
-        log.info("alert resolved", alert_id=ref.id, fingerprint=ref.fingerprint)
-    for fingerprint in alerts.suppressed:
-        log.info(
-            "alert was resolved by hand while its condition holds; quiet until it clears",
-            fingerprint=fingerprint,
-        )
