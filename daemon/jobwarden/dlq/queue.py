@@ -400,20 +400,19 @@ async def record(conn: Conn, owner: str, finished: Sequence[Finished], now: date
     if not finished:
         return 0
     ordered = sorted(finished, key=lambda f: f.id)  # one lock order for every writer
-    async with conn.transaction():
-        written: int = await conn.fetchval(
-            RECORD,
-            [f.id for f in ordered],
-            [f.attempt for f in ordered],
-            [f.status for f in ordered],
-            [f.due_at for f in ordered],
-            [json.dumps(f.history) for f in ordered],
-            [f.exhausted for f in ordered],
-            [f.refund for f in ordered],
-            to_prisma(now),
-            owner,
-            now,
-        )
+    written: int = await conn.fetchval(  # one statement: atomic without BEGIN/COMMIT
+        RECORD,
+        [f.id for f in ordered],
+        [f.attempt for f in ordered],
+        [f.status for f in ordered],
+        [f.due_at for f in ordered],
+        [json.dumps(f.history) for f in ordered],
+        [f.exhausted for f in ordered],
+        [f.refund for f in ordered],
+        to_prisma(now),
+        owner,
+        now,
+    )
     return written
 
 
@@ -421,18 +420,16 @@ async def release(conn: Conn, owner: str, claims: Sequence[Claim], now: datetime
     if not claims:
         return 0
     ordered = sorted(claims)
-    async with conn.transaction():
-        status = await conn.execute(
-            RELEASE, [i for i, _ in ordered], owner, to_prisma(now), now, [a for _, a in ordered]
-        )
+    status = await conn.execute(
+        RELEASE, [i for i, _ in ordered], owner, to_prisma(now), now, [a for _, a in ordered]
+    )
     return affected(status)
 
 
 async def recover(
     conn: Conn, now: datetime, *, max_attempts: int, limit: int = RECOVER_BATCH
 ) -> list[Recovered]:
-    async with conn.transaction():
-        rows = await conn.fetch(RECOVER, now, to_prisma(now), max_attempts, limit)
+    rows = await conn.fetch(RECOVER, now, to_prisma(now), max_attempts, limit)
     return [Recovered(row["dlq_id"], row["status"], row["job_id"]) for row in rows]
 
 
@@ -440,8 +437,7 @@ async def exhaust(
     conn: Conn, now: datetime, *, max_attempts: int, limit: int = RECOVER_BATCH
 ) -> list[Recovered]:
     """FAIL the PENDING entries that have no attempt left in their budget."""
-    async with conn.transaction():
-        rows = await conn.fetch(EXHAUST, now, to_prisma(now), max_attempts, limit)
+    rows = await conn.fetch(EXHAUST, now, to_prisma(now), max_attempts, limit)
     return [Recovered(row["dlq_id"], "FAILED", row["job_id"]) for row in rows]
 
 
