@@ -2,9 +2,10 @@
 
 One loop claims what is due (woken by NOTIFY from the trigger, by a finished retry,
 or by its own tick), and starts each claimed entry's retry; at most
-`JOBWARDEN_DLQ_CONCURRENCY` retries run at once, and at most as many again wait
-claimed for a free slot. Each retry runs with no transaction open; its outcome is
-written by the loop, batched with the others that finished meanwhile:
+`JOBWARDEN_DLQ_CONCURRENCY` retries run at once, and up to three times as many wait
+claimed for a free slot (claims come in batches). Each retry runs with no
+transaction open; its outcome is written by the loop, batched with the others that
+finished meanwhile:
 
 - succeeded                  -> SUCCEEDED, processedAt
 - failed for good (4xx, PermanentFailure) -> FAILED, processedAt (dlq_exhausted)
@@ -48,7 +49,8 @@ log = get_logger(__name__)
 JITTER = 0.2  # a retry waits between 80 % and 100 % of its backoff
 IDLE_TICK_SECONDS = 1.0  # longest the loop sleeps without a wake-up
 MIN_SLEEP_SECONDS = 0.05  # when something is due but could not be claimed
-RECOVER_EVERY_SECONDS = 1.0
+PREFETCH = 4  # claimed entries (running and waiting for a slot), in units of concurrency
+RECOVER_EVERY_SECONDS = 1.0  # also how often the tables' statistics are checked
 DISCOVER_EVERY_SECONDS = 15.0  # the trigger schedules new entries; this catches the rest
 DISCOVER_WITHOUT_TRIGGER_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 600.0
@@ -255,9 +257,9 @@ class DlqProcessor:
         now = _now()
         await self._write(now)
         await self._housekeeping(now)
-        waiting = sum(1 for r in self._runs.values() if not r.started)
-        room = 2 * self._concurrency - len(self._runs)
-        if waiting >= self._concurrency or room <= 0:
+        waiting = len(self._runs) - self.state.running
+        room = PREFETCH * self._concurrency - len(self._runs)
+        if room <= 0 or (room < self._concurrency and waiting >= self._concurrency):
             return IDLE_TICK_SECONDS  # a finished retry wakes the loop
         runs = await self._claim(_now, limit=room)
         if len(runs) == room:
@@ -291,19 +293,21 @@ class DlqProcessor:
         if force or tick - self._last["recover"] >= RECOVER_EVERY_SECONDS:
             self._last["recover"] = tick
             async with self._ctx.db.connection() as conn:
+                if await queue.refresh_statistics(conn):
+                    log.info("analyzed the dead-letter tables: the queue outgrew their statistics")
                 recovered = await queue.recover(conn, now, max_attempts=self._max_attempts)
-                spent = await queue.exhaust(conn, now, max_attempts=self._max_attempts)
             self._log_recovered(recovered)
+        if force or tick - self._last["discover"] >= self._discover_every:
+            self._last["discover"] = tick
+            async with self._ctx.db.connection() as conn:
+                self._pass.discovered += await queue.discover(conn, now)
+                spent = await queue.exhaust(conn, now, max_attempts=self._max_attempts)
             for entry in spent:
                 log.error(
                     "dead-letter entry has no attempt left (JOBWARDEN_DLQ_MAX_ATTEMPTS): FAILED",
                     dlq_id=entry.id,
                     job_id=entry.job_id,
                 )
-        if force or tick - self._last["discover"] >= self._discover_every:
-            self._last["discover"] = tick
-            async with self._ctx.db.connection() as conn:
-                self._pass.discovered += await queue.discover(conn, now)
         if tick - self._last["prune"] >= PRUNE_EVERY_SECONDS:
             self._last["prune"] = tick
             async with self._ctx.db.connection() as conn:
@@ -368,6 +372,7 @@ class DlqProcessor:
                 if self._stopping.is_set():
                     return  # stopping: never started, handed back by stop()
                 run.started = True
+                self.state.running += 1
                 self._update_counts()
                 started_at, began = clock(), time.monotonic()
                 try:
@@ -381,6 +386,8 @@ class DlqProcessor:
                     outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
                 self._finish(run, outcome, started_at, time.monotonic() - began, clock())
         finally:
+            if run.started:
+                self.state.running -= 1
             if (run.started or run.lost) and self._runs.get(entry.id) is run:
                 del self._runs[entry.id]
             self._update_counts()
@@ -491,8 +498,7 @@ class DlqProcessor:
             )
 
     def _update_counts(self) -> None:
-        started = sum(1 for r in self._runs.values() if r.started)
-        self.state.running, self.state.waiting = started, len(self._runs) - started
+        self.state.waiting = max(0, len(self._runs) - self.state.running)
 
     # --- leases -------------------------------------------------------------------------
 

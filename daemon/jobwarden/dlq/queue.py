@@ -67,21 +67,20 @@ WITH claimed AS (
         SELECT c.id
         FROM jobwarden.dlq_schedule s
         JOIN dead_letter_queue c ON c.id = s.dlq_id
-        WHERE s.active AND s.due_at <= $1 AND c.status = 'PENDING'
+        WHERE s.active AND s.due_at <= $1 AND (c.status = 'PENDING') IS TRUE
           AND c.attempts - s.budget_from < $8
           AND ($6 OR s.job_id = ANY($7::text[])
                OR EXISTS (SELECT 1 FROM jobwarden.dlq_routes r WHERE r.job_id = s.job_id))
         ORDER BY s.due_at
         LIMIT $5
         FOR UPDATE OF c, s SKIP LOCKED
-    )) AND q.status = 'PENDING'
+    ))
     RETURNING q.id, q."jobId" AS job_id, q."eventData"::text AS event_data, q.error,
               q.attempts, q."createdAt" AS created_at, q.metadata::text AS metadata
 ), leased AS (
     UPDATE jobwarden.dlq_schedule s
     SET lease_owner = $3, lease_until = $4, updated_at = $1
-    FROM claimed c
-    WHERE s.dlq_id = c.id
+    WHERE s.dlq_id = ANY(ARRAY(SELECT c.id FROM claimed c))
     RETURNING s.dlq_id, s.budget_from
 )
 SELECT c.*, l.budget_from,
@@ -93,13 +92,15 @@ ORDER BY c.id
 # When the next entry may be claimed: the claim's own filters, so an entry the claim
 # would skip never makes the loop look again at once.
 NEXT_DUE = """
-SELECT min(s.due_at)
+SELECT s.due_at
 FROM jobwarden.dlq_schedule s
 JOIN dead_letter_queue c ON c.id = s.dlq_id
-WHERE s.active AND s.lease_owner IS NULL AND c.status = 'PENDING'
+WHERE s.active AND s.lease_owner IS NULL AND (c.status = 'PENDING') IS TRUE
   AND c.attempts - s.budget_from < $3
   AND ($1 OR s.job_id = ANY($2::text[])
        OR EXISTS (SELECT 1 FROM jobwarden.dlq_routes r WHERE r.job_id = s.job_id))
+ORDER BY s.due_at
+LIMIT 1
 """
 
 # Every write of a claim's outcome is fenced by (lease owner, attempt number): once an
@@ -132,19 +133,20 @@ WITH u AS (
     FROM u, jobwarden.dlq_schedule s
     WHERE q.id = u.id AND s.dlq_id = u.id AND s.lease_owner = $9
       AND q.status = 'PROCESSING' AND q.attempts = u.attempt
-    RETURNING q.id
+    RETURNING q.id, q.status
 ), succeeded AS (  -- nothing left to remember of it
     DELETE FROM jobwarden.dlq_schedule s
-    USING u JOIN written w ON w.id = u.id
-    WHERE s.dlq_id = u.id AND u.status = 'SUCCEEDED' AND s.lease_owner = $9
+    WHERE s.dlq_id = ANY(ARRAY(SELECT w.id FROM written w WHERE w.status = 'SUCCEEDED'))
+      AND s.lease_owner = $9
 ), scheduled AS (
     UPDATE jobwarden.dlq_schedule s
     SET active = (u.status = 'PENDING'), due_at = coalesce(u.due_at, s.due_at),
         lease_owner = NULL, lease_until = NULL,
         exhausted_at = CASE WHEN u.exhausted THEN $10 ELSE s.exhausted_at END,
         updated_at = $10
-    FROM u JOIN written w ON w.id = u.id
-    WHERE s.dlq_id = u.id AND u.status <> 'SUCCEEDED' AND s.lease_owner = $9
+    FROM u
+    WHERE s.dlq_id = u.id AND s.lease_owner = $9
+      AND s.dlq_id = ANY(ARRAY(SELECT w.id FROM written w WHERE w.status <> 'SUCCEEDED'))
 )
 SELECT count(*) FROM written
 """
@@ -245,6 +247,22 @@ WHERE s.dlq_id = f.id
 RETURNING s.dlq_id, f.job_id
 """
 
+# Whether the schedule grew well beyond what PostgreSQL last measured of it: a burst of
+# 50,000 entries into tables it last saw nearly empty makes every claim scan them all
+# until autovacuum gets there (a minute or more later). Counted directly, up to 10,000
+# rows (the activity counters lag the app's commit by up to 10 s).
+STALE_STATISTICS = """
+SELECT active >= 1000 AND active > 2 * greatest(c.reltuples, 0)
+FROM pg_class c,
+     (SELECT count(*) AS active
+      FROM (SELECT 1 FROM jobwarden.dlq_schedule WHERE active LIMIT 10000) AS x) AS a
+WHERE c.oid = 'jobwarden.dlq_schedule'::regclass
+"""
+# SKIP_LOCKED: never wait behind a VACUUM. The web app's table is analyzed too when
+# jobwarden's role may (it owns it, or has MAINTAIN); otherwise PostgreSQL skips it
+# with a warning.
+ANALYZE = "ANALYZE (SKIP_LOCKED) jobwarden.dlq_schedule, dead_letter_queue"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -325,6 +343,14 @@ async def discover(conn: Conn, now: datetime) -> int:
         found = affected(await conn.execute(DISCOVER, now))
         await conn.execute(UNSCHEDULE, now)
     return found
+
+
+async def refresh_statistics(conn: Conn) -> bool:
+    """ANALYZE both tables when the schedule outgrew their statistics; whether it did."""
+    if not await conn.fetchval(STALE_STATISTICS):
+        return False
+    await conn.execute(ANALYZE)
+    return True
 
 
 async def prune(conn: Conn) -> int:

@@ -179,4 +179,4 @@ async def post(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return Attempt(Outcome.RETRY, error=transport_error(exc))
     text = raw.decode("utf-8", errors="replace")
-    return Reply(status, reply_headers, hide_url(text, url) if secret_url else text)
+    return Reply(status, reply_headers, hide_url(text, url) if secret_url and text else text)
