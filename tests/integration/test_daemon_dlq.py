@@ -61,7 +61,7 @@ async def test_a_daemon_killed_mid_retry_loses_nothing(migrated_dsn: str, state_
         }
         conn = await asyncpg.connect(migrated_dsn)
         try:
-            ids = await insert_dlq_entries(conn, 40)
+            ids = await insert_dlq_entries(conn, 80)
             async with daemon(env, state_dir) as first:
                 await first.notify.expect("READY", "1")
                 await endpoint.wait_for_requests(8, timeout=15)  # its 8 slots are busy
@@ -74,16 +74,16 @@ async def test_a_daemon_killed_mid_retry_loses_nothing(migrated_dsn: str, state_
             async with daemon(env, state_dir) as second:
                 await second.notify.expect("READY", "1")
                 await endpoint.wait_until(
-                    lambda: len({m.json["dlqId"] for m in endpoint.messages}) == 40, timeout=30
+                    lambda: len({m.json["dlqId"] for m in endpoint.messages}) == 80, timeout=30
                 )
                 code, _ = await second.terminate()
             entries = [await dlq_entry(conn, i) for i in ids]
         finally:
             await conn.close()
     assert code == 0
-    assert held == 32  # 8 running and 24 claimed ahead, waiting for a slot
+    assert held == 64  # 8 running and 56 claimed ahead, waiting for a slot
     assert all(e["status"] == "SUCCEEDED" for e in entries)
     taken_back = [e for e in entries if e["attempts"] == 2]
-    assert len(taken_back) == 32
+    assert len(taken_back) == 64
     for entry in taken_back:
         assert [h["outcome"] for h in dlq_history(entry)] == ["lease_expired", "succeeded"]

@@ -693,3 +693,34 @@ async def test_a_written_outcome_is_counted(migrated_dsn: str) -> None:
             soon(),
         )
     assert written == 1
+
+
+async def test_slow_retries_claim_no_further_ahead_than_they_run(migrated_dsn: str) -> None:
+    """Claimed entries wait behind slow retries only one round, where another daemon
+    could be running them."""
+    release, both_running = asyncio.Event(), asyncio.Event()
+    started = 0
+
+    async def slow(entry: Entry) -> None:
+        nonlocal started
+        started += 1
+        if started == 2:
+            both_running.set()
+        await release.wait()
+
+    env = {"JOBWARDEN_DLQ_CONCURRENCY": "2"}
+    async with processor(migrated_dsn, None, functions={"slow": slow}, env=env) as (ctx, dlq):
+        async with ctx.db.connection() as conn:
+            await insert_dlq_entries(conn, 40, job_id="slow")
+        dlq._typical_seconds = 5.0  # as after a few retries of five seconds
+        await dlq.start()
+        try:
+            await asyncio.wait_for(both_running.wait(), 5)
+            async with ctx.db.connection() as conn:
+                held = await conn.fetchval(
+                    "SELECT count(*) FROM dead_letter_queue WHERE status = 'PROCESSING'"
+                )
+        finally:
+            release.set()
+            await dlq.stop(grace=5)
+    assert held == 4  # two running, two waiting: not sixteen

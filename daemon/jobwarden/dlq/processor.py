@@ -2,8 +2,9 @@
 
 One loop claims what is due (woken by NOTIFY from the trigger, by a finished retry,
 or by its own tick), and starts each claimed entry's retry; at most
-`JOBWARDEN_DLQ_CONCURRENCY` retries run at once, and up to three times as many wait
-claimed for a free slot (claims come in batches). Each retry runs with no
+`JOBWARDEN_DLQ_CONCURRENCY` retries run at once, and more wait claimed for a free
+slot: up to 7 times as many while retries answer within 100 ms (fewer, larger
+claims), as many as run when they are slower. Each retry runs with no
 transaction open; its outcome is written by the loop, batched with the others that
 finished meanwhile:
 
@@ -49,7 +50,11 @@ log = get_logger(__name__)
 JITTER = 0.2  # a retry waits between 80 % and 100 % of its backoff
 IDLE_TICK_SECONDS = 1.0  # longest the loop sleeps without a wake-up
 MIN_SLEEP_SECONDS = 0.05  # when something is due but could not be claimed
-PREFETCH = 4  # claimed entries (running and waiting for a slot), in units of concurrency
+# Entries claimed (running and waiting for a slot), in units of concurrency: deep while
+# retries answer quickly (fewer, larger claims), shallow when they are slow, so no
+# claimed entry waits long behind slow retries while another daemon could run it.
+PREFETCH_QUICK, PREFETCH_SLOW = 8, 2
+QUICK_RETRY_SECONDS = 0.1  # typical duration (moving average) under which retries are quick
 RECOVER_EVERY_SECONDS = 1.0  # also how often the tables' statistics are checked
 DISCOVER_EVERY_SECONDS = 15.0  # the trigger schedules new entries; this catches the rest
 DISCOVER_WITHOUT_TRIGGER_SECONDS = 1.0
@@ -134,6 +139,7 @@ class DlqProcessor:
         self._last = {"recover": -math.inf, "discover": -math.inf, "prune": -math.inf}
         self._pass = PassResult()
         self.state = ProcessorState()
+        self._typical_seconds = 0.0  # moving average of a retry's duration
 
     # --- one pass, for tests and tools --------------------------------------------------
 
@@ -258,7 +264,8 @@ class DlqProcessor:
         await self._write(now)
         await self._housekeeping(now)
         waiting = len(self._runs) - self.state.running
-        room = PREFETCH * self._concurrency - len(self._runs)
+        depth = PREFETCH_QUICK if self._typical_seconds < QUICK_RETRY_SECONDS else PREFETCH_SLOW
+        room = depth * self._concurrency - len(self._runs)
         if room <= 0 or (room < self._concurrency and waiting >= self._concurrency):
             return IDLE_TICK_SECONDS  # a finished retry wakes the loop
         runs = await self._claim(_now, limit=room)
@@ -430,6 +437,7 @@ class DlqProcessor:
         self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float, now: datetime
     ) -> None:
         claimed, entry = run.claimed, run.claimed.entry
+        self._typical_seconds += 0.1 * (seconds - self._typical_seconds)
         history = self._history(run, outcome, started_at, seconds)
         fields = {
             "dlq_id": entry.id,
