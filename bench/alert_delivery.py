@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 import psutil
+from _kit import free_port, log_findings, memory_text, percentile, wait_ready
 from aiohttp import web
 
 from jobwarden.db.pg import Conn
@@ -97,58 +98,14 @@ class Receiver:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _start_receiver(receiver: Receiver) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/hook"
-
-
-def _memory(pid: int) -> tuple[float, float | None]:
-    """Resident memory and its peak so far (VmHWM, Linux only), MiB."""
-    try:
-        fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        )
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError, ValueError):
-        return psutil.Process(pid).memory_info().rss / 2**20, None
-
-
-def _memory_text(pid: int) -> str:
-    rss, peak = _memory(pid)
-    return f"{rss:.1f} MiB" + ("" if peak is None else f" (peak {peak:.1f} MiB)")
-
-
-async def _wait_ready(sock: socket.socket, proc: asyncio.subprocess.Process) -> None:
-    loop = asyncio.get_running_loop()
-    exited = asyncio.ensure_future(proc.wait())
-    try:
-        while True:
-            received = asyncio.ensure_future(loop.sock_recv(sock, 65536))
-            await asyncio.wait({received, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if not received.done():
-                received.cancel()
-                raise RuntimeError(f"the daemon exited ({proc.returncode}) before READY=1")
-            if b"READY=1" in received.result():
-                return
-    finally:
-        exited.cancel()
-
-
-def _percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile: the smallest value with `share` of all at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))]
 
 
 async def _singles(conn: Conn, receiver: Receiver) -> tuple[list[float], int]:
@@ -230,7 +187,7 @@ def _report_singles(latencies: list[float], lost: int, receiver: Receiver) -> li
     lines = []
     if latencies:
         figures = "  ".join(
-            f"p{round(q * 100)} {_percentile(latencies, q):6.1f} ms" for q in (0.5, 0.9, 0.99)
+            f"p{round(q * 100)} {percentile(latencies, q):6.1f} ms" for q in (0.5, 0.9, 0.99)
         )
         lines.append(f"single alerts ({len(latencies)} of {SINGLES} arrived, {lost} lost "
                      f"after {SINGLE_TIMEOUT:g} s): {figures}  max {max(latencies):6.1f} ms  "
@@ -267,14 +224,6 @@ def _report_burst(burst: Burst, receiver: Receiver, prefix: str) -> list[str]:
     return lines
 
 
-def _log_findings(log_path: Path) -> str:
-    """The daemon's warnings and errors (it logs at warning): none expected."""
-    lines = log_path.read_text(errors="replace").splitlines()
-    found = [line for line in lines if "level=warning" in line or "level=error" in line]
-    shown = "".join(f"\n    {line[:200]}" for line in found[:5])
-    return f"daemon log: {len(found)} warning or error lines{shown}"
-
-
 async def _run(dsn: str, state: Path, postmaster_pid: int | None) -> list[str]:
     receiver = Receiver()
     runner, hook_url = await _start_receiver(receiver)
@@ -305,14 +254,14 @@ async def _run(dsn: str, state: Path, postmaster_pid: int | None) -> list[str]:
                 sys.executable, "-m", "jobwarden", "run", env=env, stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-            await asyncio.wait_for(_wait_ready(sock, proc), 60)
-            summary.append(f"daemon resident memory when ready: {_memory_text(proc.pid)}")
+            await asyncio.wait_for(wait_ready(sock, proc), 60)
+            summary.append(f"daemon resident memory when ready: {memory_text(proc.pid)}")
             conn = await asyncpg.connect(dsn, timeout=10, server_settings={"TimeZone": "UTC"})
 
             latencies, lost = await _singles(conn, receiver)
             await asyncio.sleep(SETTLE)
             summary += _report_singles(latencies, lost, receiver)
-            summary.append(f"  daemon resident memory after them: {_memory_text(proc.pid)}")
+            summary.append(f"  daemon resident memory after them: {memory_text(proc.pid)}")
             for line in summary:
                 print(line, flush=True)
             shown = len(summary)
@@ -321,8 +270,8 @@ async def _run(dsn: str, state: Path, postmaster_pid: int | None) -> list[str]:
             burst = await _burst(conn, receiver, prefix, _processes(proc.pid, postmaster_pid))
             await asyncio.sleep(SETTLE)
             summary += _report_burst(burst, receiver, prefix)
-            summary.append(f"  daemon resident memory after it: {_memory_text(proc.pid)}")
-            summary.append(_log_findings(log_path))
+            summary.append(f"  daemon resident memory after it: {memory_text(proc.pid)}")
+            summary.append(log_findings(log_path))
             for line in summary[shown:]:
                 print(line, flush=True)
         finally:

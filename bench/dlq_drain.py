@@ -48,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import psutil
+from _kit import free_port, log_findings, memory_text, percentile, wait_ready
 
 from jobwarden.db.migrations import apply_migrations, load_migrations
 from jobwarden.db.pg import Conn
@@ -224,18 +225,12 @@ class Endpoint:
             return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _start_endpoint() -> tuple[Endpoint, "asyncio.Task[None]"]:
     address = f"jobwarden-bench-endpoint-{uuid.uuid4().hex}"
     report = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     report.bind("\0" + address)
     report.setblocking(False)
-    port = _free_port()
+    port = free_port()
     process = multiprocessing.get_context("spawn").Process(
         target=_endpoint_main, args=(port, address), daemon=True
     )
@@ -247,28 +242,6 @@ async def _start_endpoint() -> tuple[Endpoint, "asyncio.Task[None]"]:
 
 
 # --- measuring ----------------------------------------------------------------------------
-
-
-def _memory(pid: int) -> tuple[float, float | None]:
-    """Resident memory and its peak so far (VmHWM, Linux only), MiB."""
-    try:
-        fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        )
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    except (OSError, KeyError, ValueError):
-        return psutil.Process(pid).memory_info().rss / 2**20, None
-
-
-def _memory_text(pid: int) -> str:
-    rss, peak = _memory(pid)
-    return f"{rss:.1f} MiB" + ("" if peak is None else f" (peak {peak:.1f} MiB)")
-
-
-def _percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile: the smallest value with `share` of all at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))]
 
 
 class CpuMeter:
@@ -459,22 +432,6 @@ async def _hand_run(
 # --- the daemon ---------------------------------------------------------------------------
 
 
-async def _wait_ready(sock: socket.socket, proc: asyncio.subprocess.Process) -> None:
-    loop = asyncio.get_running_loop()
-    exited = asyncio.ensure_future(proc.wait())
-    try:
-        while True:
-            received = asyncio.ensure_future(loop.sock_recv(sock, 65536))
-            await asyncio.wait({received, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if not received.done():
-                received.cancel()
-                raise RuntimeError(f"the daemon exited ({proc.returncode}) before READY=1")
-            if b"READY=1" in received.result():
-                return
-    finally:
-        exited.cancel()
-
-
 async def _wait_drained(conn: Conn, proc: asyncio.subprocess.Process) -> float:
     """Monotonic of the first look that found no entry PENDING or PROCESSING."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
@@ -527,14 +484,6 @@ async def _analyzed(conn: Conn, committed: float) -> str:
     return "statistics (the claim's plan depends on them): last analyzed: " + ", ".join(shown)
 
 
-def _log_findings(log_path: Path) -> str:
-    """The daemon's warnings and errors (it logs at warning): none expected."""
-    lines = log_path.read_text(errors="replace").splitlines()
-    found = [line for line in lines if "level=warning" in line or "level=error" in line]
-    shown = "".join(f"\n    {line[:200]}" for line in found[:5])
-    return f"daemon log: {len(found)} warning or error lines{shown}"
-
-
 async def _daemon_run(
     dsn: str,
     state: Path,
@@ -571,8 +520,8 @@ async def _daemon_run(
                 sys.executable, "-m", "jobwarden", "run", env=env, stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-            await asyncio.wait_for(_wait_ready(sock, proc), 60)
-            ready_memory = _memory_text(proc.pid)
+            await asyncio.wait_for(wait_ready(sock, proc), 60)
+            ready_memory = memory_text(proc.pid)
             conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
             async with aiohttp.ClientSession() as http:
                 await endpoint.stats(http, reset=True)
@@ -582,7 +531,7 @@ async def _daemon_run(
                 cpu = meter.used()
                 stats = await endpoint.stats(http)
             seconds = drained - committed
-            drain_memory = _memory_text(proc.pid)
+            drain_memory = memory_text(proc.pid)
             lines = [
                 f"daemon, JOBWARDEN_DLQ_CONCURRENCY={concurrency}: {ENTRIES:,} in {seconds:.2f} s:"
                 f" {ENTRIES / seconds:,.0f} entries/s (seen every {POLL * 1000:.0f} ms)",
@@ -596,7 +545,7 @@ async def _daemon_run(
                 await asyncio.sleep(SETTLE)
                 values, lost = await _singles(conn, endpoint)
                 latency = _report_singles(values, lost, concurrency)
-            lines.append(f"  {_log_findings(log_path)}")
+            lines.append(f"  {log_findings(log_path)}")
         finally:
             if conn is not None:
                 await conn.close(timeout=10)
@@ -623,7 +572,7 @@ def _report_singles(latencies: list[float], lost: int, concurrency: int) -> list
     ]
     if latencies:
         figures = "  ".join(
-            f"p{round(q * 100)} {_percentile(latencies, q):.1f} ms" for q in (0.5, 0.99)
+            f"p{round(q * 100)} {percentile(latencies, q):.1f} ms" for q in (0.5, 0.99)
         )
         within = sum(v <= 1000 for v in latencies) / SINGLES
         lines.append(f"  commit to arrival: {figures}  max {max(latencies):.1f} ms  mean "

@@ -21,14 +21,9 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from _kit import free_port
 
 REQUESTS = 500
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_ready(sock: socket.socket) -> None:
@@ -58,7 +53,7 @@ async def _one_run(dsn: str, state: Path, measure_http: bool) -> float:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + address[1:])
     sock.setblocking(False)
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("JOBWARDEN_")},
         "DATABASE_URL": dsn,
