@@ -170,7 +170,9 @@ class DlqProcessor:
                     f" are found by polling every {DISCOVER_WITHOUT_TRIGGER_SECONDS:g}s"
                 )
         if not self.router.has_default and not self.router.python_jobs:
-            log.warning(
+            # Info, not a warning: many installations never use the queue. Entries that
+            # do wait for want of a route raise a dlq_unrouted alert.
+            log.info(
                 "JOBWARDEN_DLQ_RETRY_URL is unset and no Python handler is installed: only jobs"
                 " with a route (jobwarden dlq route set) are retried"
             )
