@@ -80,14 +80,11 @@ class HttpHandler:
 
     async def __call__(self, entry: Entry) -> Outcome:
         url = self.url.reveal().replace(DLQ_JOB_PLACEHOLDER, quote(entry.job_id, safe=""))
-        body = json.dumps(
-            {
-                "dlqId": entry.id,
-                "jobId": entry.job_id,
-                "attempt": entry.attempt,
-                "eventData": entry.event_data,
-                "error": entry.error,
-            }
+        # eventData goes on as PostgreSQL wrote it: valid JSON, never decoded here.
+        body = (
+            f'{{"dlqId": {json.dumps(entry.id)}, "jobId": {json.dumps(entry.job_id)},'
+            f' "attempt": {entry.attempt}, "eventData": {entry.event_data_json},'
+            f' "error": {json.dumps(entry.error)}}}'
         ).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": entry.id}
         if self.token is not None:

@@ -21,6 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from jobwarden.db.pg import Conn, affected
@@ -266,15 +267,28 @@ ANALYZE = "ANALYZE (SKIP_LOCKED) jobwarden.dlq_schedule, dead_letter_queue"
 
 @dataclass(frozen=True)
 class Entry:
-    """What a handler is given: the entry as the web app wrote it, and this attempt."""
+    """What a handler is given: the entry as the web app wrote it, and this attempt.
+
+    `event_data` and `metadata` are decoded when first read (an HTTP retry passes the
+    event data on as PostgreSQL wrote it)."""
 
     id: str
     job_id: str
-    event_data: Any
+    event_data_json: str  # eventData as JSON text
     error: str  # the web app's original error
     attempt: int  # this attempt's number (the entry's `attempts` once claimed)
     created_at: datetime
-    metadata: Mapping[str, Any]
+    metadata_json: str = "{}"
+
+    @cached_property
+    def event_data(self) -> Any:
+        return json.loads(self.event_data_json)
+
+    @cached_property
+    def metadata(self) -> Mapping[str, Any]:
+        """The web app's metadata (not an object: under "value")."""
+        value = json.loads(self.metadata_json)
+        return value if isinstance(value, dict) else {"value": value}
 
 
 @dataclass(frozen=True)
@@ -385,15 +399,14 @@ async def claim(
 
 
 def _claimed(row: Mapping[str, Any]) -> Claimed:
-    metadata = json.loads(row["metadata"])
     entry = Entry(
         id=row["id"],
         job_id=row["job_id"],
-        event_data=json.loads(row["event_data"]),
+        event_data_json=row["event_data"],
         error=row["error"],
         attempt=row["attempts"],
         created_at=from_prisma(row["created_at"]) or datetime.now(UTC),
-        metadata=metadata if isinstance(metadata, dict) else {"value": metadata},
+        metadata_json=row["metadata"],
     )
     return Claimed(entry, row["attempts"] - row["budget_from"], row["route_url"])
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiohttp
@@ -37,7 +38,16 @@ HIDDEN = "***"
 class Reply:
     status: int
     headers: Mapping[str, str]  # case-insensitive
-    text: str  # the body's first MAX_BODY bytes, decoded, secret URL parts hidden
+    body: str  # the body's first MAX_BODY bytes, decoded, as the server sent them
+    secret_url: str | None = None  # a URL whose parts `text` hides
+
+    @cached_property
+    def text(self) -> str:
+        """The body with the secret URL's parts hidden (worked out only when read: a
+        success is rarely read at all)."""
+        if self.secret_url is None or not self.body:
+            return self.body
+        return hide_url(self.body, self.secret_url)
 
     @property
     def success(self) -> bool:
@@ -179,4 +189,4 @@ async def post(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return Attempt(Outcome.RETRY, error=transport_error(exc))
     text = raw.decode("utf-8", errors="replace")
-    return Reply(status, reply_headers, hide_url(text, url) if secret_url and text else text)
+    return Reply(status, reply_headers, text, url if secret_url else None)
