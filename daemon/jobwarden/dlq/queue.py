@@ -130,7 +130,12 @@ WITH u AS (
         attempts = q.attempts - CASE WHEN u.refund THEN 1 ELSE 0 END,
         "processedAt" = CASE WHEN u.status = 'PENDING' THEN q."processedAt" ELSE $8 END,
         "updatedAt" = $8,
-        metadata = jobwarden.dlq_history(q.metadata, jsonb_build_array(u.entry::jsonb))
+        metadata = CASE
+            -- the usual first attempt: an object without our key; no function call
+            WHEN jsonb_typeof(q.metadata) = 'object' AND NOT q.metadata ? 'jobwarden'
+            THEN q.metadata || jsonb_build_object(
+                'jobwarden', jsonb_build_object('history', jsonb_build_array(u.entry::jsonb)))
+            ELSE jobwarden.dlq_history(q.metadata, jsonb_build_array(u.entry::jsonb)) END
     FROM u, jobwarden.dlq_schedule s
     WHERE q.id = u.id AND s.dlq_id = u.id AND s.lease_owner = $9
       AND q.status = 'PROCESSING' AND q.attempts = u.attempt
