@@ -28,6 +28,7 @@ tests drive it directly.
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from jobwarden.dlq.handlers import Handler, Outcome, Router, Verdict
 from jobwarden.logsetup import get_logger
 
 log = get_logger(__name__)
+_STDLIB_LOG = logging.getLogger(__name__)  # what `log` ends in: its level decides
 
 JITTER = 0.2  # a retry waits between 80 % and 100 % of its backoff
 IDLE_TICK_SECONDS = 1.0  # longest the loop sleeps without a wake-up
@@ -452,7 +454,8 @@ class DlqProcessor:
         if outcome.verdict is Verdict.SUCCEEDED:
             finished = queue.Finished(entry.id, entry.attempt, "SUCCEEDED", history)
             self._count("succeeded")
-            log.info("dead-letter retry succeeded", **fields)
+            if _STDLIB_LOG.isEnabledFor(logging.INFO):  # the hot path: skip it when filtered
+                log.info("dead-letter retry succeeded", **fields)
         elif outcome.verdict is Verdict.FAILED:
             finished = queue.Finished(entry.id, entry.attempt, "FAILED", history, exhausted=True)
             self._count("failed")
