@@ -23,12 +23,10 @@ grace period and whatever was claimed but not finished is handed back.
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -40,6 +38,8 @@ from jobwarden.backoff import BackoffPolicy
 from jobwarden.context import AppContext
 from jobwarden.db.pg import DATABASE_ERRORS
 from jobwarden.logsetup import get_logger
+from jobwarden.runtime import services
+from jobwarden.runtime.services import RETRY_RECORDING, default_owner, loop_failure_delay
 
 log = get_logger(__name__)
 
@@ -47,16 +47,6 @@ EXPANSION_BATCH = 500  # events expanded per transaction
 ANALYZE_AFTER_EVENTS = 1000
 # SKIP_LOCKED: never wait behind a VACUUM or another replica's ANALYZE.
 ANALYZE_OUTBOX = "ANALYZE (SKIP_LOCKED) jobwarden.alert_events, jobwarden.deliveries"
-# Errors after which writing the same outcomes again can succeed.
-RETRY_RECORDING: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.LockNotAvailableError,
-)
 IDLE_TICK_SECONDS = 2.0  # longest a loop sleeps without a wake-up
 MIN_SLEEP_SECONDS = 0.05  # shortest, when nothing could be claimed
 SLACK_BUCKET = outbox.TokenBucket(burst=5, rate=1.0)
@@ -98,14 +88,6 @@ class StepResult:
     channels: dict[str, ChannelPass] = field(default_factory=dict)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
 class DeliveryDispatcher:
     def __init__(
         self, ctx: AppContext, channels: Sequence[Channel], owner: str | None = None
@@ -138,7 +120,7 @@ class DeliveryDispatcher:
                 batch = await outbox.expand_events(
                     conn,
                     self.routes,
-                    now or _now(),
+                    now or services.now(),
                     max_age=self._ctx.settings.delivery_max_age,
                     limit=EXPANSION_BATCH,
                 )
@@ -160,7 +142,7 @@ class DeliveryDispatcher:
 
         `now`: the time to act at (tests pass any); None reads the clock at each step.
         """
-        clock = _now if now is None else _fixed(now)
+        clock = services.clock(now)
         now = clock()
         settings = self._ctx.settings
         await self._record_unrecorded(channel.name, now)
@@ -350,9 +332,9 @@ class DeliveryDispatcher:
                 await asyncio.wait(pending, timeout=5)
         try:
             for channel in list(self._unrecorded):
-                await self._record_unrecorded(channel, _now())
+                await self._record_unrecorded(channel, services.now())
             async with self._ctx.db.connection() as conn:
-                released = await outbox.release(conn, self.owner, _now())
+                released = await outbox.release(conn, self.owner, services.now())
         except DATABASE_ERRORS as exc:
             log.warning("could not hand back claimed notifications; their lease will expire",
                         error=f"{type(exc).__name__}: {exc}")  # fmt: skip
@@ -370,7 +352,7 @@ class DeliveryDispatcher:
                 wait = IDLE_TICK_SECONDS
             except Exception as exc:  # noqa: BLE001  the loop outlives any one failure (logged)
                 errors += 1
-                wait = self._loop_backoff(errors, "expanding alert events", exc)
+                wait = loop_failure_delay(log, errors, "expanding alert events", exc)
             await self._sleep(self._expand_wake, wait)
 
     async def _channel_loop(self, channel: Channel) -> None:
@@ -384,7 +366,7 @@ class DeliveryDispatcher:
             except Exception as exc:  # noqa: BLE001  the loop outlives any one failure (logged)
                 errors += 1
                 await self._sleep(
-                    wake, self._loop_backoff(errors, f"delivering to {channel.name}", exc)
+                    wake, loop_failure_delay(log, errors, f"delivering to {channel.name}", exc)
                 )
                 continue
             if result.claimed:
@@ -392,27 +374,11 @@ class DeliveryDispatcher:
             wait = IDLE_TICK_SECONDS if result.wait is None else min(result.wait, IDLE_TICK_SECONDS)
             await self._sleep(wake, max(wait, MIN_SLEEP_SECONDS))
 
-    def _loop_backoff(self, errors: int, doing: str, exc: Exception) -> float:
-        delay = min(30.0, 0.5 * 2.0 ** min(errors - 1, 6))
-        if not isinstance(exc, DATABASE_ERRORS):
-            log.error(f"error while {doing}; will retry", retry_in_s=delay, exc_info=exc)
-        elif errors == 1:
-            log.warning(
-                f"database error while {doing}; will retry",
-                error=f"{type(exc).__name__}: {exc}",
-                retry_in_s=delay,
-            )
-        return delay
-
     async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
         if self._stopping.is_set():
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(seconds, 0.0))
-
-
-def _fixed(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 def _settle(

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from jobwarden import __version__
 from jobwarden.alerts.channels import configured_channels
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.alerts.testsend import CHANNEL_NAMES
 from jobwarden.alerts.views import channel_health
 from jobwarden.api.query import flag
@@ -140,16 +141,12 @@ async def _dlq_check(state: ApiState) -> dict[str, Any]:
         body["processor"] = {
             "running": processor.running,
             "waiting": processor.waiting,
-            "lastClaimAt": _iso(processor.last_claim_at),
+            "lastClaimAt": iso_utc(processor.last_claim_at),
             "lastError": processor.last_error,
-            "lastErrorAt": _iso(processor.last_error_at),
+            "lastErrorAt": iso_utc(processor.last_error_at),
             "totals": dict(processor.totals),
         }
     return body
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else dlq_queue.iso(moment)
 
 
 def stalled_for(

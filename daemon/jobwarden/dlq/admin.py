@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.db.pg import Conn, storable
 from jobwarden.db.prisma import from_prisma, to_prisma
-from jobwarden.dlq.queue import HISTORY_KEPT, NOTIFY_CHANNEL, iso
+from jobwarden.dlq.queue import HISTORY_KEPT, NOTIFY_CHANNEL
 from jobwarden.dlq.routes import InvalidInput
 
 STATUSES = ("PENDING", "PROCESSING", "SUCCEEDED", "FAILED")
@@ -198,13 +199,9 @@ def check_reason(text: str) -> str:
     return storable(reason) or reason
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else iso(moment)
-
-
 def _shared_iso(value: datetime | None) -> str | None:
     """A timestamp of the shared table (naive UTC) as ISO 8601 UTC."""
-    return _iso(from_prisma(value))
+    return iso_utc(from_prisma(value))
 
 
 def _history(metadata: Any) -> list[Any]:
@@ -251,7 +248,7 @@ async def list_entries(
     out = []
     for row in await conn.fetch(LIST_ENTRIES, status, job, limit):
         entry = _entry(row)
-        entry["dueAt"] = _iso(row["due_at"])
+        entry["dueAt"] = iso_utc(row["due_at"])
         last = None if row["last_history"] is None else json.loads(row["last_history"])
         entry["lastOutcome"] = last if isinstance(last, dict) else None
         out.append(entry)
@@ -289,19 +286,19 @@ def _schedule(row: Mapping[str, Any], max_attempts: int | None) -> dict[str, Any
     used = row["attempts"] - row["budget_from"]
     return {
         "active": row["active"],
-        "dueAt": _iso(row["due_at"]),
+        "dueAt": iso_utc(row["due_at"]),
         "leaseOwner": row["lease_owner"],
-        "leaseUntil": _iso(row["lease_until"]),
+        "leaseUntil": iso_utc(row["lease_until"]),
         "budgetFrom": row["budget_from"],
         "attemptsInBudget": used,
         "maxAttempts": max_attempts,
         "attemptsLeft": None if max_attempts is None else max(0, max_attempts - used),
-        "exhaustedAt": _iso(row["exhausted_at"]),
+        "exhaustedAt": iso_utc(row["exhausted_at"]),
     }
 
 
 def _history_entry(outcome: str, now: datetime, by: str, **extra: str) -> str:
-    return json.dumps({"outcome": outcome, "at": iso(now), "by": by, **extra})
+    return json.dumps({"outcome": outcome, "at": iso_utc(now), "by": by, **extra})
 
 
 async def retry(
@@ -383,11 +380,11 @@ async def stats(conn: Conn, now: datetime) -> dict[str, Any]:
         oldest_pending = {
             "id": oldest["id"],
             "jobId": oldest["job_id"],
-            "createdAt": iso(created),
+            "createdAt": iso_utc(created),
             "ageSeconds": round(max(0.0, (now - created).total_seconds()), 3),
         }
     return {
-        "generatedAt": iso(now),
+        "generatedAt": iso_utc(now),
         "total": sum(by_status.values()),
         "byStatus": by_status,
         "jobs": list(jobs.values()),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobwarden.alerts.channels.http import excerpt
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.alerts.store import (
     Signal,
     SyncResult,
@@ -36,7 +37,7 @@ from jobwarden.alerts.store import (
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn, affected
 from jobwarden.db.prisma import from_prisma
-from jobwarden.dlq.queue import Routing, iso
+from jobwarden.dlq.queue import Routing
 from jobwarden.durations import format_duration
 from jobwarden.logsetup import get_logger
 
@@ -211,7 +212,7 @@ def backlog_signal(
         job_id=None,
         details={
             "pending": pending,
-            "oldestPendingAt": None if oldest is None else iso(oldest),
+            "oldestPendingAt": iso_utc(oldest),
             "oldestAgeSeconds": None if oldest_age is None else round(oldest_age, 3),
             "threshold": threshold,
             "maxAgeSeconds": max_age,
@@ -236,7 +237,7 @@ def unrouted_signal(found: Pending) -> Signal:
         job_id=job,
         details={
             "pending": n,
-            "oldestPendingAt": None if found.oldest is None else iso(found.oldest),
+            "oldestPendingAt": iso_utc(found.oldest),
         },
     )
 

@@ -18,9 +18,9 @@ Leases: a claimed entry is leased for `JOBWARDEN_DLQ_LEASE`, renewed while its r
 runs or waits; a retry whose lease is lost (another daemon took the entry back) is
 cancelled, so an entry is never handled by two daemons at once. The loop also takes
 back entries whose daemon died (lease expired), and schedules entries the trigger
-missed. On stop, retries in flight get the grace period (one that does not finish is
-written as interrupted, its attempt counted), and entries claimed but not started go
-back to PENDING without using an attempt.
+missed. On stop, retries in flight get the grace period; one that does not finish,
+like the entries claimed but not started, goes back to PENDING without using an
+attempt (written as interrupted).
 
 `run_once(now)` claims, runs and writes one batch with the clock as a parameter:
 tests drive it directly.
@@ -31,20 +31,21 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from jobwarden.alerts.dispatcher import RETRY_RECORDING, default_owner
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.backoff import BackoffPolicy
 from jobwarden.context import AppContext
 from jobwarden.db.pg import DATABASE_ERRORS
 from jobwarden.dlq import queue
 from jobwarden.dlq.handlers import Handler, Outcome, Router, Verdict
 from jobwarden.logsetup import get_logger
+from jobwarden.runtime import services
+from jobwarden.runtime.services import RETRY_RECORDING, Clock, default_owner, loop_failure_delay
 
 log = get_logger(__name__)
 _STDLIB_LOG = logging.getLogger(__name__)  # what `log` ends in: its level decides
@@ -66,11 +67,6 @@ TRIGGER_PRESENT = (
     "SELECT count(*) = 1 FROM pg_trigger WHERE tgrelid = 'dead_letter_queue'::regclass"
     " AND tgname = 'jobwarden_dlq_inserted' AND tgenabled <> 'D'"
 )
-Clock = Callable[[], datetime]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -148,7 +144,7 @@ class DlqProcessor:
     async def run_once(self, now: datetime | None = None) -> PassResult:
         """Take back expired leases, schedule what the trigger missed, claim what is due
         at `now`, run it all to the end and write the outcomes."""
-        clock = _now if now is None else _fixed(now)
+        clock = services.clock(now)
         self._pass = PassResult()
         await self._housekeeping(clock(), force=True)
         runs = await self._claim(clock, limit=self._concurrency)
@@ -219,7 +215,7 @@ class DlqProcessor:
         try:
             if unstarted:
                 async with self._ctx.db.connection() as conn:
-                    released = await queue.release(conn, self.owner, unstarted, _now())
+                    released = await queue.release(conn, self.owner, unstarted, services.now())
                 log.info("handed back claimed dead-letter entries", count=released)
         except DATABASE_ERRORS as exc:
             log.warning(
@@ -241,7 +237,7 @@ class DlqProcessor:
     async def _write_at_stop(self) -> None:
         for attempt in range(RECORD_RETRIES):
             try:
-                await self._write(_now())
+                await self._write(services.now())
                 return
             except DATABASE_ERRORS:
                 if attempt == RECORD_RETRIES - 1:
@@ -264,7 +260,7 @@ class DlqProcessor:
 
     async def _step(self) -> float:
         """One turn of the loop; seconds to sleep before the next (0: go on at once)."""
-        now = _now()
+        now = services.now()
         await self._write(now)
         await self._housekeeping(now)
         waiting = len(self._runs) - self.state.running
@@ -272,30 +268,20 @@ class DlqProcessor:
         room = depth * self._concurrency - len(self._runs)
         if room <= 0 or (room < self._concurrency and waiting >= self._concurrency):
             return IDLE_TICK_SECONDS  # a finished retry wakes the loop
-        runs = await self._claim(_now, limit=room)
+        runs = await self._claim(services.now, limit=room)
         if len(runs) == room:
             return 0.0  # there may be more due
         async with self._ctx.db.connection() as conn:
             due = await queue.next_due(conn, self.router.routing, self._max_attempts)
         if due is None:
             return IDLE_TICK_SECONDS
-        until = (due - _now()).total_seconds()
+        until = (due - services.now()).total_seconds()
         return min(IDLE_TICK_SECONDS, max(until, MIN_SLEEP_SECONDS))
 
     def _loop_backoff(self, errors: int, exc: Exception) -> float:
-        delay = min(30.0, 0.5 * 2.0 ** min(errors - 1, 6))
         self.state.last_error = f"{type(exc).__name__}: {exc}"
-        self.state.last_error_at = _now()
-        if not isinstance(exc, DATABASE_ERRORS):
-            log.error("error while processing the dead-letter queue; will retry",
-                      retry_in_s=delay, exc_info=exc)  # fmt: skip
-        elif errors == 1:
-            log.warning(
-                "database error while processing the dead-letter queue; will retry",
-                error=self.state.last_error,
-                retry_in_s=delay,
-            )
-        return delay
+        self.state.last_error_at = services.now()
+        return loop_failure_delay(log, errors, "processing the dead-letter queue", exc)
 
     # --- claiming, running, writing -------------------------------------------------------
 
@@ -410,7 +396,7 @@ class DlqProcessor:
         """This attempt's entry in metadata.jobwarden.history."""
         return {
             "attempt": run.claimed.entry.attempt,
-            "startedAt": queue.iso(started_at),
+            "startedAt": iso_utc(started_at),
             "durationMs": round(seconds * 1000),
             "outcome": outcome.verdict.value,
             "status": outcome.status,
@@ -468,7 +454,7 @@ class DlqProcessor:
         else:
             delay = self.backoff.delay(claimed.budget_attempt, outcome.wait)
             retry_at = _to_millisecond(now + timedelta(seconds=delay))  # as the history says
-            history["retryAt"] = queue.iso(retry_at)
+            history["retryAt"] = iso_utc(retry_at)
             finished = queue.Finished(entry.id, entry.attempt, "PENDING", history, due_at=retry_at)
             self._count("retrying")
             log.warning(
@@ -537,7 +523,7 @@ class DlqProcessor:
         try:
             async with asyncio.timeout(max(self._lease / 3, 0.1)):
                 async with self._writing, self._ctx.db.connection() as conn:
-                    kept = await queue.renew(conn, self.owner, held, _now(), self._lease)
+                    kept = await queue.renew(conn, self.owner, held, services.now(), self._lease)
         except DATABASE_ERRORS as exc:
             log.warning("could not renew dead-letter leases", error=f"{type(exc).__name__}: {exc}")
             return
@@ -568,7 +554,3 @@ class DlqProcessor:
 
 def _to_millisecond(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def _fixed(moment: datetime) -> Clock:
-    return lambda: moment

@@ -351,11 +351,6 @@ async def summary(conn: Conn) -> Summary:
     )
 
 
-def iso(moment: datetime) -> str:
-    """How the history writes a moment: UTC, milliseconds, `Z`."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 async def discover(conn: Conn, now: datetime) -> int:
     """Schedule PENDING entries without a schedule; unschedule what is no longer ours."""
     async with conn.transaction():

@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.config import DLQ_JOB_PLACEHOLDER
 from jobwarden.db.pg import Conn
-from jobwarden.dlq.queue import NOTIFY_CHANNEL, iso
+from jobwarden.dlq.queue import NOTIFY_CHANNEL
 
 MAX_JOB_ID_LENGTH = 200
 MAX_URL_LENGTH = 2000
@@ -123,8 +124,8 @@ async def list_routes(conn: Conn) -> list[dict[str, Any]]:
         {
             "jobId": row["job_id"],
             "url": redact_url(row["url"]),
-            "createdAt": iso(row["created_at"]),
-            "updatedAt": iso(row["updated_at"]),
+            "createdAt": iso_utc(row["created_at"]),
+            "updatedAt": iso_utc(row["updated_at"]),
         }
         for row in await conn.fetch(LIST_ROUTES)
     ]
