@@ -10,6 +10,7 @@ close the pool → exit 0.
 
 import asyncio
 import contextlib
+import gc
 import signal
 from enum import Enum
 
@@ -134,6 +135,15 @@ TRIGGER_PRESENT = (
 )
 
 
+def _freeze_startup_objects() -> None:
+    """What start-up built (modules, settings, sessions) lives as long as the daemon:
+    put out of the cyclic collector's sight, so the full collections a busy drain
+    triggers do not walk all of it each time (6 % of the daemon's CPU in
+    bench/dlq_drain.py)."""
+    gc.collect()
+    gc.freeze()
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -235,6 +245,7 @@ class Daemon:
                 dispatcher.start()
                 await dlq.start()
                 self.phase = Phase.RUNNING
+                _freeze_startup_objects()
                 self.notifier.ready(f"Watching jobs; HTTP on {settings.http_host}:{port}")
                 log.info(
                     "jobwarden ready",
