@@ -61,7 +61,7 @@ async def test_a_daemon_killed_mid_retry_loses_nothing(migrated_dsn: str, state_
         }
         conn = await asyncpg.connect(migrated_dsn)
         try:
-            ids = await insert_dlq_entries(conn, 80)
+            ids = await insert_dlq_entries(conn, 150)
             async with daemon(env, state_dir) as first:
                 await first.notify.expect("READY", "1")
                 await endpoint.wait_for_requests(8, timeout=15)  # its 8 slots are busy
@@ -74,16 +74,16 @@ async def test_a_daemon_killed_mid_retry_loses_nothing(migrated_dsn: str, state_
             async with daemon(env, state_dir) as second:
                 await second.notify.expect("READY", "1")
                 await endpoint.wait_until(
-                    lambda: len({m.json["dlqId"] for m in endpoint.messages}) == 80, timeout=30
+                    lambda: len({m.json["dlqId"] for m in endpoint.messages}) == 150, timeout=30
                 )
                 code, _ = await second.terminate()
             entries = [await dlq_entry(conn, i) for i in ids]
         finally:
             await conn.close()
     assert code == 0
-    assert held == 64  # 8 running and 56 claimed ahead, waiting for a slot
+    assert held == 128  # 8 running and 120 claimed ahead (16 x concurrency in all)
     assert all(e["status"] == "SUCCEEDED" for e in entries)
     taken_back = [e for e in entries if e["attempts"] == 2]
-    assert len(taken_back) == 64
+    assert len(taken_back) == 128
     for entry in taken_back:
         assert [h["outcome"] for h in dlq_history(entry)] == ["lease_expired", "succeeded"]

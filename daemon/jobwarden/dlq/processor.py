@@ -3,10 +3,10 @@
 One loop claims what is due (woken by NOTIFY from the trigger, by a finished retry,
 or by its own tick), and starts each claimed entry's retry; at most
 `JOBWARDEN_DLQ_CONCURRENCY` retries run at once, and more wait claimed for a free
-slot: up to 7 times as many while retries answer within 100 ms (fewer, larger
+slot: up to 15 times as many while retries answer within 100 ms (fewer, larger
 claims), as many as run when they are slower. Each retry runs with no
 transaction open; its outcome is written by the loop, batched with the others that
-finished meanwhile:
+finish within WRITE_DELAY_SECONDS (at once when no other retry is left):
 
 - succeeded                  -> SUCCEEDED, processedAt
 - failed for good (4xx, PermanentFailure) -> FAILED, processedAt (dlq_exhausted)
@@ -31,6 +31,8 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +42,7 @@ import asyncpg
 from jobwarden.alerts.notification import iso_utc
 from jobwarden.backoff import BackoffPolicy
 from jobwarden.context import AppContext
-from jobwarden.db.pg import DATABASE_ERRORS
+from jobwarden.db.pg import DATABASE_ERRORS, Conn
 from jobwarden.dlq import queue
 from jobwarden.dlq.handlers import Handler, Outcome, Router, Verdict
 from jobwarden.logsetup import get_logger
@@ -55,10 +57,21 @@ IDLE_TICK_SECONDS = 1.0  # longest the loop sleeps without a wake-up
 MIN_SLEEP_SECONDS = 0.05  # when something is due but could not be claimed
 # Entries claimed (running and waiting for a slot), in units of concurrency: deep while
 # retries answer quickly (fewer, larger claims), shallow when they are slow, so no
-# claimed entry waits long behind slow retries while another daemon could run it.
-PREFETCH_QUICK, PREFETCH_SLOW = 8, 2
+# claimed entry waits long behind slow retries while another daemon could run it. The
+# loop claims again once half of that room is free, or when the slots are about to
+# run out of entries.
+PREFETCH_QUICK, PREFETCH_SLOW = 16, 2
 QUICK_RETRY_SECONDS = 0.1  # typical duration (moving average) under which retries are quick
+# Outcomes are written in batches: each statement costs PostgreSQL about as much to
+# plan and start as to write dozens of rows. A batch goes when it is this large, when
+# its first outcome is this old, or when no other retry is left to wait for.
+WRITE_BATCH = 64
+WRITE_DELAY_SECONDS = 0.05
 RECOVER_EVERY_SECONDS = 1.0  # also how often the tables' statistics are checked
+# ... and as soon as entries arrive (a NOTIFY), at most this often: a burst is claimed
+# with plans made for tables nearly empty (a scan of the whole queue per claim) until
+# they are analyzed.
+ARRIVAL_STATISTICS_SECONDS = 0.1
 DISCOVER_EVERY_SECONDS = 15.0  # the trigger schedules new entries; this catches the rest
 DISCOVER_WITHOUT_TRIGGER_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 600.0
@@ -73,9 +86,13 @@ TRIGGER_PRESENT = (
 class _Run:
     claimed: queue.Claimed
     handler: Handler
-    task: "asyncio.Task[None] | None" = None
-    started: bool = False
+    clock: Clock
+    task: "asyncio.Task[None] | None" = None  # once started
     lost: bool = False  # the lease went to another daemon: no outcome is written
+
+    @property
+    def started(self) -> bool:
+        return self.task is not None
 
     @property
     def claim(self) -> queue.Claim:
@@ -124,17 +141,24 @@ class DlqProcessor:
             maximum=settings.dlq_backoff_cap,
             jitter=JITTER,
         )
-        self._slots = asyncio.Semaphore(self._concurrency)
         self._runs: dict[str, _Run] = {}  # claimed and not yet finished
+        self._waiting: deque[_Run] = deque()  # claimed, not started: in claim order
         self._done: list[queue.Finished] = []  # finished, not yet written
+        self._done_since = 0.0  # monotonic when the first of them finished
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._renewed_at = time.monotonic()  # when the last renewal that held was sent
-        self._writing = asyncio.Lock()  # renewals and outcomes: one at a time, no deadlock
+        self._writing = asyncio.Lock()  # a turn of the loop, a renewal: one at a time
         self._discover_every = DISCOVER_EVERY_SECONDS
-        self._last = {"recover": -math.inf, "discover": -math.inf, "prune": -math.inf}
+        self._last = {
+            "recover": -math.inf,
+            "statistics": -math.inf,
+            "discover": -math.inf,
+            "prune": -math.inf,
+        }
+        self._arrived = False  # entries may have arrived since the statistics were checked
         self._pass = PassResult()
         self.state = ProcessorState()
         self._typical_seconds = 0.0  # moving average of a retry's duration
@@ -146,15 +170,18 @@ class DlqProcessor:
         at `now`, run it all to the end and write the outcomes."""
         clock = services.clock(now)
         self._pass = PassResult()
-        await self._housekeeping(clock(), force=True)
-        runs = await self._claim(clock, limit=self._concurrency)
+        async with self._session() as conn:
+            await self._housekeeping(conn, clock(), force=True)
+            runs = await self._claim(conn, clock, limit=self._concurrency)
         # A retry cancelled because its lease was lost ends cancelled: not this pass's end.
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
-        await self._write(clock())
+        async with self._session() as conn:
+            await self._write(conn, clock())
         return self._pass
 
     def wake(self) -> None:
         """Look for due entries now (a NOTIFY arrived, or the listener reconnected)."""
+        self._arrived = True
         self._wake.set()
 
     # --- the service ----------------------------------------------------------------------
@@ -179,21 +206,17 @@ class DlqProcessor:
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; retries in flight get `grace` seconds; hand back the rest."""
-        self._stopping.set()
+        self._stopping.set()  # claimed entries not started yet never start now
         self._wake.set()
-        self._cancel_waiting()
         if self._loop_task is not None:
             done, _ = await asyncio.wait([self._loop_task], timeout=grace)
             if not done:  # stuck on the database: stop claiming all the same
                 self._loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._loop_task
-        self._cancel_waiting()  # and those the loop's last turn claimed
         running = [r.task for r in self._runs.values() if r.task is not None]
         if running:
-            started = sum(1 for r in self._runs.values() if r.started)
-            if started:
-                log.info("waiting for dead-letter retries in flight", count=started, grace_s=grace)
+            log.info("waiting for dead-letter retries in flight", count=len(running), grace_s=grace)
             _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
                 task.cancel()
@@ -228,16 +251,11 @@ class DlqProcessor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._renew_task
 
-    def _cancel_waiting(self) -> None:
-        """Claimed, still waiting for a slot: they never start (handed back at stop)."""
-        for run in self._runs.values():
-            if not run.started and run.task is not None:
-                run.task.cancel()
-
     async def _write_at_stop(self) -> None:
         for attempt in range(RECORD_RETRIES):
             try:
-                await self._write(services.now())
+                async with self._session() as conn:
+                    await self._write(conn, services.now())
                 return
             except DATABASE_ERRORS:
                 if attempt == RECORD_RETRIES - 1:
@@ -256,27 +274,64 @@ class DlqProcessor:
                 wait = self._loop_backoff(errors, exc)
             if wait > 0 and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Conn]:
+        """One connection for a turn's statements. Renewals wait for the turn to end
+        (their writes and the outcomes' must not cross), and take the lock before a
+        connection too, so even a pool of one cannot deadlock."""
+        async with self._writing, self._ctx.db.connection() as conn:
+            yield conn
 
     async def _step(self) -> float:
-        """One turn of the loop; seconds to sleep before the next (0: go on at once)."""
-        now = services.now()
-        await self._write(now)
-        await self._housekeeping(now)
-        waiting = len(self._runs) - self.state.running
-        depth = PREFETCH_QUICK if self._typical_seconds < QUICK_RETRY_SECONDS else PREFETCH_SLOW
-        room = depth * self._concurrency - len(self._runs)
-        if room <= 0 or (room < self._concurrency and waiting >= self._concurrency):
-            return IDLE_TICK_SECONDS  # a finished retry wakes the loop
-        runs = await self._claim(services.now, limit=room)
-        if len(runs) == room:
-            return 0.0  # there may be more due
-        async with self._ctx.db.connection() as conn:
+        """One turn of the loop; seconds to sleep before the next (0: go on at once).
+        A turn with nothing to write, look after or claim takes no connection."""
+        room = self._room()
+        if not (room or self._write_due() or self._housekeeping_due()):
+            return self._write_wait(IDLE_TICK_SECONDS)  # a finished retry wakes the loop
+        async with self._session() as conn:
+            now = services.now()
+            if self._write_due():
+                await self._write(conn, now)
+            await self._housekeeping(conn, now)
+            if not room:
+                return self._write_wait(IDLE_TICK_SECONDS)
+            runs = await self._claim(conn, services.now, limit=room)
+            if len(runs) == room:
+                return 0.0  # there may be more due
             due = await queue.next_due(conn, self.router.routing, self._max_attempts)
         if due is None:
-            return IDLE_TICK_SECONDS
+            return self._write_wait(IDLE_TICK_SECONDS)
         until = (due - services.now()).total_seconds()
-        return min(IDLE_TICK_SECONDS, max(until, MIN_SLEEP_SECONDS))
+        return self._write_wait(min(IDLE_TICK_SECONDS, max(until, MIN_SLEEP_SECONDS)))
+
+    def _room(self) -> int:
+        """How many entries to claim now: none while at least half the room ahead is
+        taken and the slots have enough waiting (fewer, larger claims)."""
+        depth = PREFETCH_QUICK if self._typical_seconds < QUICK_RETRY_SECONDS else PREFETCH_SLOW
+        window = depth * self._concurrency
+        room = window - len(self._runs)
+        waiting = len(self._runs) - self.state.running
+        if room < window / 2 and waiting >= self._concurrency:
+            return 0
+        return room
+
+    def _write_due(self) -> bool:
+        """Whether the outcomes gathered so far make a batch."""
+        return bool(self._done) and (
+            len(self._done) >= WRITE_BATCH
+            or len(self._runs) == 0
+            or time.monotonic() - self._done_since >= WRITE_DELAY_SECONDS
+        )
+
+    def _write_wait(self, wait: float) -> float:
+        """`wait`, or less when gathered outcomes are to be written sooner."""
+        if not self._done:
+            return wait
+        left = self._done_since + WRITE_DELAY_SECONDS - time.monotonic()
+        return max(0.0, min(wait, left))
 
     def _loop_backoff(self, errors: int, exc: Exception) -> float:
         self.state.last_error = f"{type(exc).__name__}: {exc}"
@@ -285,20 +340,34 @@ class DlqProcessor:
 
     # --- claiming, running, writing -------------------------------------------------------
 
-    async def _housekeeping(self, now: datetime, *, force: bool = False) -> None:
+    def _housekeeping_due(self) -> bool:
+        return self._recover_due(time.monotonic()) or self._statistics_due(time.monotonic())
+
+    def _recover_due(self, tick: float) -> bool:
+        return tick - self._last["recover"] >= RECOVER_EVERY_SECONDS
+
+    def _statistics_due(self, tick: float) -> bool:
+        return self._recover_due(tick) or (
+            self._arrived and tick - self._last["statistics"] >= ARRIVAL_STATISTICS_SECONDS
+        )
+
+    async def _housekeeping(self, conn: Conn, now: datetime, *, force: bool = False) -> None:
+        """Every RECOVER_EVERY_SECONDS, the others at their own, slower cadence; the
+        statistics also when entries arrived (before they are claimed)."""
         tick = time.monotonic()
-        if force or tick - self._last["recover"] >= RECOVER_EVERY_SECONDS:
+        recover = force or self._recover_due(tick)
+        if recover or self._statistics_due(tick):
+            self._last["statistics"], self._arrived = tick, False
+            if await queue.refresh_statistics(conn):
+                log.info("analyzed the dead-letter tables: the queue outgrew their statistics")
+        if recover:
             self._last["recover"] = tick
-            async with self._ctx.db.connection() as conn:
-                if await queue.refresh_statistics(conn):
-                    log.info("analyzed the dead-letter tables: the queue outgrew their statistics")
-                recovered = await queue.recover(conn, now, max_attempts=self._max_attempts)
+            recovered = await queue.recover(conn, now, max_attempts=self._max_attempts)
             self._log_recovered(recovered)
         if force or tick - self._last["discover"] >= self._discover_every:
             self._last["discover"] = tick
-            async with self._ctx.db.connection() as conn:
-                self._pass.discovered += await queue.discover(conn, now)
-                spent = await queue.exhaust(conn, now, max_attempts=self._max_attempts)
+            self._pass.discovered += await queue.discover(conn, now)
+            spent = await queue.exhaust(conn, now, max_attempts=self._max_attempts)
             for entry in spent:
                 log.error(
                     "dead-letter entry has no attempt left (JOBWARDEN_DLQ_MAX_ATTEMPTS): FAILED",
@@ -307,8 +376,7 @@ class DlqProcessor:
                 )
         if tick - self._last["prune"] >= PRUNE_EVERY_SECONDS:
             self._last["prune"] = tick
-            async with self._ctx.db.connection() as conn:
-                await queue.prune(conn)
+            await queue.prune(conn)
 
     def _log_recovered(self, recovered: list[queue.Recovered]) -> None:
         for entry in recovered:
@@ -327,18 +395,17 @@ class DlqProcessor:
         if recovered:
             self._wake.set()
 
-    async def _claim(self, clock: Clock, *, limit: int) -> list[_Run]:
+    async def _claim(self, conn: Conn, clock: Clock, *, limit: int) -> list[_Run]:
         now = clock()
-        async with self._ctx.db.connection() as conn:
-            claimed = await queue.claim(
-                conn,
-                self.owner,
-                now,
-                limit=limit,
-                lease=self._lease,
-                routing=self.router.routing,
-                max_attempts=self._max_attempts,
-            )
+        claimed = await queue.claim(
+            conn,
+            self.owner,
+            now,
+            limit=limit,
+            lease=self._lease,
+            routing=self.router.routing,
+            max_attempts=self._max_attempts,
+        )
         self.state.last_claim_at = now
         self._pass.claimed += len(claimed)
         runs: list[_Run] = []
@@ -348,47 +415,52 @@ class DlqProcessor:
             if handler is None:  # its route was removed since the claim read it
                 unrouted.append((item.entry.id, item.entry.attempt))
                 continue
-            run = _Run(item, handler)
+            run = _Run(item, handler, clock)
             if (old := self._runs.get(item.entry.id)) is not None:
                 # Taken back from this very daemon and claimed again: the old claim
                 # is dead (its writes are fenced off); its retry must not go on.
                 self._lose(old, "claimed again after its lease expired")
             self._runs[item.entry.id] = run
-            run.task = asyncio.create_task(self._run(run, clock), name=f"dlq-{item.entry.id}")
+            self._waiting.append(run)
             runs.append(run)
         if unrouted:
-            async with self._ctx.db.connection() as conn:
-                await queue.release(conn, self.owner, unrouted, clock())
-        self._update_counts()
+            await queue.release(conn, self.owner, unrouted, clock())
+        self._start_waiting()
         return runs
 
-    async def _run(self, run: _Run, clock: Clock) -> None:
-        entry = run.claimed.entry
-        try:
-            async with self._slots:
-                if self._stopping.is_set():
-                    return  # stopping: never started, handed back by stop()
-                run.started = True
+    def _start_waiting(self) -> None:
+        """Start claimed entries, in claim order, while a slot is free (not at stop:
+        those are handed back)."""
+        while (
+            self._waiting and self.state.running < self._concurrency and not self._stopping.is_set()
+        ):
+            run = self._waiting.popleft()
+            if not run.lost:
                 self.state.running += 1
-                self._update_counts()
-                started_at, began = clock(), time.monotonic()
-                try:
-                    outcome = await run.handler(entry)
-                except asyncio.CancelledError:
-                    if not run.lost:
-                        self._interrupted(run, started_at, time.monotonic() - began, clock())
-                    raise
-                except Exception as exc:
-                    log.exception("dead-letter handler raised", dlq_id=entry.id)
-                    outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
-                self._finish(run, outcome, started_at, time.monotonic() - began, clock())
+                run.task = asyncio.create_task(self._run(run))
+        self._update_counts()
+
+    async def _run(self, run: _Run) -> None:
+        entry, clock = run.claimed.entry, run.clock
+        try:
+            started_at, began = clock(), time.monotonic()
+            try:
+                outcome = await run.handler(entry)
+            except asyncio.CancelledError:
+                if not run.lost:
+                    self._interrupted(run, started_at, time.monotonic() - began, clock())
+                raise
+            except Exception as exc:
+                log.exception("dead-letter handler raised", dlq_id=entry.id)
+                outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
+            self._finish(run, outcome, started_at, time.monotonic() - began, clock())
         finally:
-            if run.started:
-                self.state.running -= 1
-            if (run.started or run.lost) and self._runs.get(entry.id) is run:
+            self.state.running -= 1
+            if self._runs.get(entry.id) is run:
                 del self._runs[entry.id]
-            self._update_counts()
-            self._wake.set()
+            self._start_waiting()
+            if self._room() or self._write_due():  # else the loop has nothing to do yet
+                self._wake.set()
 
     def _history(
         self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float
@@ -413,7 +485,7 @@ class DlqProcessor:
         error = "interrupted: jobwarden stopped before the retry finished"
         history = self._history(run, Outcome(Verdict.RETRY, error=error), started_at, seconds)
         history["outcome"] = "interrupted"
-        self._done.append(
+        self._keep(
             queue.Finished(entry.id, entry.attempt, "PENDING", history, due_at=now, refund=True)
         )
         log.warning(
@@ -463,33 +535,39 @@ class DlqProcessor:
                 retry_in_s=round(delay, 3),
                 **fields,
             )
+        self._keep(finished)
+
+    def _keep(self, finished: queue.Finished) -> None:
+        if not self._done:  # the loop's sleep may be longer than WRITE_DELAY_SECONDS
+            self._done_since = time.monotonic()
+            self._wake.set()
         self._done.append(finished)
 
     def _count(self, outcome: str) -> None:
         setattr(self._pass, outcome, getattr(self._pass, outcome) + 1)
         self.state.totals[outcome] += 1
 
-    async def _write(self, now: datetime) -> None:
-        """Write the outcomes gathered so far; kept for the next turn if the database is
-        away (their leases are renewed meanwhile)."""
+    async def _write(self, conn: Conn, now: datetime) -> None:
+        """Write the outcomes gathered so far (in a `_session`); kept for the next turn
+        if the database is away (their leases are renewed meanwhile)."""
         if not self._done:
             return
         done = list(self._done)
-        async with self._writing, self._ctx.db.connection() as conn:
-            try:
-                written = await queue.record(conn, self.owner, done, now)
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, RETRY_RECORDING):
-                    raise  # the database is away: keep them, write them when it is back
-                # Writing these again cannot work: the lease gives them back instead.
-                del self._done[: len(done)]
-                log.error(
-                    "could not write dead-letter outcomes; their leases will expire",
-                    count=len(done),
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                return
+        try:
+            written = await queue.record(conn, self.owner, done, now)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, RETRY_RECORDING):
+                raise  # the database is away: keep them, write them when it is back
+            # Writing these again cannot work: the lease gives them back instead.
+            del self._done[: len(done)]
+            log.error(
+                "could not write dead-letter outcomes; their leases will expire",
+                count=len(done),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return
         del self._done[: len(done)]
+        self._done_since = time.monotonic()  # those that finished meanwhile
         if written < len(done):
             log.warning(
                 "dead-letter outcomes not written: their lease was taken back meanwhile",
@@ -541,10 +619,14 @@ class DlqProcessor:
             self._lose(run, "its lease could not be renewed in time")
 
     def _lose(self, run: _Run, why: str) -> None:
-        if run.lost or run.task is None:
+        if run.lost:
             return
         run.lost = True
-        run.task.cancel()
+        if run.task is not None:
+            run.task.cancel()
+        elif self._runs.get(run.claimed.entry.id) is run:  # waiting: it never starts
+            del self._runs[run.claimed.entry.id]
+            self._update_counts()
         log.warning(
             "dead-letter retry cancelled: another daemon may take the entry back",
             dlq_id=run.claimed.entry.id,

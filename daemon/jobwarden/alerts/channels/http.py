@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiohttp
@@ -157,6 +157,12 @@ def _with_os_reason(reason: str, exc: OSError) -> str:
     return f"{reason} ({os.strerror(exc.errno)})" if exc.errno else reason
 
 
+@lru_cache(maxsize=16)
+def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """One per setting, not one per request (a dead-letter drain sends thousands)."""
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 def transport_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_reason(exc)}"
 
@@ -174,7 +180,7 @@ async def post(
 
     `timeout`: seconds for the whole attempt, instead of the session's."""
     sent = {"User-Agent": USER_AGENT, **headers}
-    limit = http.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+    limit = http.timeout if timeout is None else _total_timeout(timeout)
     try:
         async with http.post(
             url, data=body, headers=sent, allow_redirects=False, timeout=limit
@@ -185,7 +191,7 @@ async def post(
                 if not chunk:
                     break
                 raw += chunk
-            status, reply_headers = resp.status, resp.headers.copy()
+            status, reply_headers = resp.status, resp.headers  # parsed: kept after release
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return Attempt(Outcome.RETRY, error=transport_error(exc))
     text = raw.decode("utf-8", errors="replace")
