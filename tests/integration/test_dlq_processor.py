@@ -7,6 +7,7 @@ the tests then wait on the endpoint's requests, never on time.
 """
 
 import asyncio
+import math
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -724,3 +725,31 @@ async def test_slow_retries_claim_no_further_ahead_than_they_run(migrated_dsn: s
             release.set()
             await dlq.stop(grace=5)
     assert held == 4  # two running, two waiting: not sixteen
+
+
+async def test_retries_whose_lease_is_lost_before_they_start_free_their_slots(
+    migrated_dsn: str,
+) -> None:
+    """A retry cancelled before its task ever ran (its lease lost the moment it was
+    started) gives its slot back: the daemon goes on retrying with all its slots."""
+    tried: list[str] = []
+
+    async def handle(entry: Entry) -> None:
+        tried.append(entry.id)
+
+    env = {"JOBWARDEN_DLQ_CONCURRENCY": "2", "JOBWARDEN_DLQ_LEASE": "1s"}
+    async with processor(migrated_dsn, None, functions={"job": handle}, env=env) as (ctx, dlq):
+        async with ctx.db.connection() as conn:
+            await insert_dlq_entries(conn, 2, job_id="job")
+            runs = await dlq._claim(conn, soon, limit=2)  # their tasks made, not yet run
+            dlq._renewed_at = -math.inf  # as after renewals failed for the whole lease
+            dlq._check_deadline()  # no await since: cancelled before their first step
+        await asyncio.gather(*(r.task for r in runs if r.task), return_exceptions=True)
+        state = (dlq.state.running, dlq.state.waiting)
+        # Their leases expire; the same daemon takes them back and retries them.
+        later = datetime.now(UTC) + timedelta(seconds=5)
+        result = await dlq.run_once(later)
+    assert state == (0, 0)
+    assert len(set(tried)) == 2
+    assert result.recovered == 2
+    assert result.succeeded == 2

@@ -28,11 +28,11 @@ tests drive it directly.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -150,7 +150,9 @@ class DlqProcessor:
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._renewed_at = time.monotonic()  # when the last renewal that held was sent
-        self._writing = asyncio.Lock()  # a turn of the loop, a renewal: one at a time
+        # Writing outcomes, renewing leases: one at a time (their rows overlap). Taken
+        # after a connection, held only for the statement.
+        self._writing = asyncio.Lock()
         self._discover_every = DISCOVER_EVERY_SECONDS
         self._last = {
             "recover": -math.inf,
@@ -170,12 +172,12 @@ class DlqProcessor:
         at `now`, run it all to the end and write the outcomes."""
         clock = services.clock(now)
         self._pass = PassResult()
-        async with self._session() as conn:
+        async with self._ctx.db.connection() as conn:
             await self._housekeeping(conn, clock(), force=True)
             runs = await self._claim(conn, clock, limit=self._concurrency)
         # A retry cancelled because its lease was lost ends cancelled: not this pass's end.
         await asyncio.gather(*(r.task for r in runs if r.task is not None), return_exceptions=True)
-        async with self._session() as conn:
+        async with self._ctx.db.connection() as conn:
             await self._write(conn, clock())
         return self._pass
 
@@ -254,7 +256,7 @@ class DlqProcessor:
     async def _write_at_stop(self) -> None:
         for attempt in range(RECORD_RETRIES):
             try:
-                async with self._session() as conn:
+                async with self._ctx.db.connection() as conn:
                     await self._write(conn, services.now())
                 return
             except DATABASE_ERRORS:
@@ -277,21 +279,13 @@ class DlqProcessor:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
 
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[Conn]:
-        """One connection for a turn's statements. Renewals wait for the turn to end
-        (their writes and the outcomes' must not cross), and take the lock before a
-        connection too, so even a pool of one cannot deadlock."""
-        async with self._writing, self._ctx.db.connection() as conn:
-            yield conn
-
     async def _step(self) -> float:
         """One turn of the loop; seconds to sleep before the next (0: go on at once).
         A turn with nothing to write, look after or claim takes no connection."""
         room = self._room()
         if not (room or self._write_due() or self._housekeeping_due()):
             return self._write_wait(IDLE_TICK_SECONDS)  # a finished retry wakes the loop
-        async with self._session() as conn:
+        async with self._ctx.db.connection() as conn:
             now = services.now()
             if self._write_due():
                 await self._write(conn, now)
@@ -423,9 +417,9 @@ class DlqProcessor:
             self._runs[item.entry.id] = run
             self._waiting.append(run)
             runs.append(run)
+        self._start_waiting()
         if unrouted:
             await queue.release(conn, self.owner, unrouted, clock())
-        self._start_waiting()
         return runs
 
     def _start_waiting(self) -> None:
@@ -438,29 +432,33 @@ class DlqProcessor:
             if not run.lost:
                 self.state.running += 1
                 run.task = asyncio.create_task(self._run(run))
+                # Also when the task is cancelled before its first step (its lease
+                # lost at once): a `finally` inside it would never run then.
+                run.task.add_done_callback(functools.partial(self._ended, run))
         self._update_counts()
 
     async def _run(self, run: _Run) -> None:
         entry, clock = run.claimed.entry, run.clock
+        started_at, began = clock(), time.monotonic()
         try:
-            started_at, began = clock(), time.monotonic()
-            try:
-                outcome = await run.handler(entry)
-            except asyncio.CancelledError:
-                if not run.lost:
-                    self._interrupted(run, started_at, time.monotonic() - began, clock())
-                raise
-            except Exception as exc:
-                log.exception("dead-letter handler raised", dlq_id=entry.id)
-                outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
-            self._finish(run, outcome, started_at, time.monotonic() - began, clock())
-        finally:
-            self.state.running -= 1
-            if self._runs.get(entry.id) is run:
-                del self._runs[entry.id]
-            self._start_waiting()
-            if self._room() or self._write_due():  # else the loop has nothing to do yet
-                self._wake.set()
+            outcome = await run.handler(entry)
+        except asyncio.CancelledError:
+            if not run.lost:
+                self._interrupted(run, started_at, time.monotonic() - began, clock())
+            raise
+        except Exception as exc:
+            log.exception("dead-letter handler raised", dlq_id=entry.id)
+            outcome = Outcome(Verdict.RETRY, error=f"internal error: {type(exc).__name__}")
+        self._finish(run, outcome, started_at, time.monotonic() - began, clock())
+
+    def _ended(self, run: _Run, _task: "asyncio.Task[None]") -> None:
+        """A retry's task is done (finished, failed or cancelled): free its slot."""
+        self.state.running -= 1
+        if self._runs.get(run.claimed.entry.id) is run:
+            del self._runs[run.claimed.entry.id]
+        self._start_waiting()
+        if self._room() or self._write_due():  # else the loop has nothing to do yet
+            self._wake.set()
 
     def _history(
         self, run: _Run, outcome: Outcome, started_at: datetime, seconds: float
@@ -548,13 +546,14 @@ class DlqProcessor:
         self.state.totals[outcome] += 1
 
     async def _write(self, conn: Conn, now: datetime) -> None:
-        """Write the outcomes gathered so far (in a `_session`); kept for the next turn
-        if the database is away (their leases are renewed meanwhile)."""
+        """Write the outcomes gathered so far; kept for the next turn if the database is
+        away (their leases are renewed meanwhile)."""
         if not self._done:
             return
         done = list(self._done)
         try:
-            written = await queue.record(conn, self.owner, done, now)
+            async with self._writing:
+                written = await queue.record(conn, self.owner, done, now)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, RETRY_RECORDING):
                 raise  # the database is away: keep them, write them when it is back
@@ -600,7 +599,7 @@ class DlqProcessor:
             return
         try:
             async with asyncio.timeout(max(self._lease / 3, 0.1)):
-                async with self._writing, self._ctx.db.connection() as conn:
+                async with self._ctx.db.connection() as conn, self._writing:
                     kept = await queue.renew(conn, self.owner, held, services.now(), self._lease)
         except DATABASE_ERRORS as exc:
             log.warning("could not renew dead-letter leases", error=f"{type(exc).__name__}: {exc}")
@@ -627,6 +626,7 @@ class DlqProcessor:
         elif self._runs.get(run.claimed.entry.id) is run:  # waiting: it never starts
             del self._runs[run.claimed.entry.id]
             self._update_counts()
+            self._wake.set()  # room to claim
         log.warning(
             "dead-letter retry cancelled: another daemon may take the entry back",
             dlq_id=run.claimed.entry.id,
