@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from jobwarden.api import alerts, dlq, health, jobs, metrics
+from jobwarden.api import alerts, dlq, health, jobs, metrics, runs
 from jobwarden.api.auth import require_token_for_writes
 from jobwarden.api.errors import json_errors
 from jobwarden.api.state import API_STATE, ApiState
@@ -24,6 +24,7 @@ def make_app(
     metrics.add_routes(app)
     alerts.add_routes(app)
     dlq.add_routes(app)
+    runs.add_routes(app)
     return app
 
 
