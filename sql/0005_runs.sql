@@ -10,6 +10,7 @@
 --               the fold takes them out in the same transaction as it adds them up,
 --               so every run is counted exactly once, at a cost that follows the new
 --               runs only.
+-- run_jobs      per job with reported runs, what the rules need (kept by the fold).
 
 CREATE SEQUENCE jobwarden.runs_id_seq AS bigint;
 
@@ -54,6 +55,20 @@ CREATE TABLE jobwarden.run_inbox (
 );
 
 -- SECURITY DEFINER: a web app inserting runs by SQL needs rights on `runs` only.
+-- What the rules need of each job with reported runs, kept by the fold: the newest
+-- run, success and failure (by when they finished), the latest success's duration,
+-- and the failures since that success (exact, also for runs reported out of order).
+CREATE TABLE jobwarden.run_jobs (
+    job_id            text PRIMARY KEY,
+    last_run_at       timestamptz,
+    last_success_at   timestamptz,
+    last_failure_at   timestamptz,
+    last_success_ms   bigint,
+    failure_streak    integer NOT NULL DEFAULT 0,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE FUNCTION jobwarden.queue_runs_for_fold() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp

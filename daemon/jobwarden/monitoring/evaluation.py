@@ -1,4 +1,5 @@
-"""The evaluation pass: sample job_metrics, judge every job, write the alerts.
+"""The evaluation pass: add reported runs to job_metrics, sample it, judge every job,
+write the alerts.
 
 Runs every `JOBWARDEN_POLL_INTERVAL` on the leader. `run_once(ctx, now)` is one
 whole pass; the clock is its parameter, so tests drive it with any `now`.
@@ -16,6 +17,7 @@ from jobwarden.monitoring.baselines import baseline_averages
 from jobwarden.monitoring.expectations import list_expectations
 from jobwarden.monitoring.history import recent_windows
 from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Rule, Verdict, Window
+from jobwarden.monitoring.rollup import FoldResult, fold_runs
 from jobwarden.monitoring.rules import evaluate
 from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
 
@@ -43,9 +45,11 @@ class EvaluationResult:
     sampling: SamplingResult
     verdict: Verdict
     alerts: SyncResult
+    folded: FoldResult = FoldResult()
 
     def log_fields(self) -> dict[str, object]:
         return {
+            "reported": self.folded.runs,
             "jobs": len(self.verdict.jobs),
             "runs": sum(d.executions for d in self.sampling.deltas),
             "failures": sum(d.failures for d in self.sampling.deltas),
@@ -99,6 +103,7 @@ async def gather_facts(
 async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:
     knobs = default_knobs(ctx.settings)
     async with ctx.db.connection() as conn:
+        folded = await fold_runs(conn, now)
         sampling = await sample_jobs(conn, now)
         facts = await gather_facts(conn, sampling.samples, now, knobs)
         verdict = evaluate(facts, knobs, now)
@@ -112,4 +117,4 @@ async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:
             resolve_after=ctx.settings.resolve_after,
         )
     log_changes(alerts, signals)
-    return EvaluationResult(sampling=sampling, verdict=verdict, alerts=alerts)
+    return EvaluationResult(sampling=sampling, verdict=verdict, alerts=alerts, folded=folded)
