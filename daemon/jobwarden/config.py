@@ -584,6 +584,18 @@ class Settings(BaseSettings):
         "how long the history of runs is kept; at least `JOBWARDEN_BASELINE_WINDOW` +"
         " `JOBWARDEN_REGRESSION_WINDOW`",
     )
+    default_max_runtime: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_DEFAULT_MAX_RUNTIME",
+        "1h",
+        "how long a reported run may go without ending before it raises job_stuck (a job's"
+        " expectation may override it: `jobs set --max-runtime`)",
+    )
+    run_retention: Annotated[float, _DURATION] = _variable(
+        "JOBWARDEN_RUN_RETENTION",
+        "30d",
+        "how long reported runs are kept (whole days are dropped); at least"
+        " `JOBWARDEN_BASELINE_WINDOW` + `JOBWARDEN_REGRESSION_WINDOW`",
+    )
 
     systemd: SystemdEnv = SystemdEnv()
     sources: Mapping[str, str] = Field(default_factory=dict)  # variable -> environment|credential
@@ -848,12 +860,16 @@ def _combined(
         "JOBWARDEN_REGRESSION_WINDOW",
     }
     needed = settings.baseline_window + settings.regression_window
-    if not windows & invalid and settings.history_retention < needed:
-        problems.append(
-            "JOBWARDEN_HISTORY_RETENTION: must be at least JOBWARDEN_BASELINE_WINDOW +"
-            f" JOBWARDEN_REGRESSION_WINDOW ({format_duration(needed)}),"
-            f" not {format_duration(settings.history_retention)}"
-        )
+    for name, kept in (
+        ("JOBWARDEN_HISTORY_RETENTION", settings.history_retention),
+        ("JOBWARDEN_RUN_RETENTION", settings.run_retention),
+    ):
+        if not (windows | {name}) & invalid and kept < needed:
+            problems.append(
+                f"{name}: must be at least JOBWARDEN_BASELINE_WINDOW +"
+                f" JOBWARDEN_REGRESSION_WINDOW ({format_duration(needed)}),"
+                f" not {format_duration(kept)}"
+            )
     return problems, warnings
 
 

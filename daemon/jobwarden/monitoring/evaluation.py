@@ -37,6 +37,7 @@ def default_knobs(settings: Settings) -> Knobs:
         regression_factor=settings.regression_factor,
         regression_window=settings.regression_window,
         regression_min_executions=settings.regression_min_executions,
+        max_runtime=settings.default_max_runtime,
     )
 
 
@@ -45,7 +46,7 @@ class EvaluationResult:
     sampling: SamplingResult
     verdict: Verdict
     alerts: SyncResult
-    folded: FoldResult = FoldResult()
+    folded: FoldResult
 
     def log_fields(self) -> dict[str, object]:
         return {

@@ -11,6 +11,7 @@ from jobwarden.monitoring.schedule import Schedule
 class Rule(StrEnum):
     JOB_FAILURE = "job_failure"
     JOB_MISSED = "job_missed"
+    JOB_STUCK = "job_stuck"
     PERFORMANCE_REGRESSION = "performance_regression"
     SYSTEM_HEALTH = "system_health"
 
@@ -18,6 +19,7 @@ class Rule(StrEnum):
 SEVERITY = {
     Rule.JOB_FAILURE: "ERROR",
     Rule.JOB_MISSED: "ERROR",
+    Rule.JOB_STUCK: "WARNING",
     Rule.PERFORMANCE_REGRESSION: "WARNING",
     Rule.SYSTEM_HEALTH: "CRITICAL",
 }
@@ -27,6 +29,7 @@ class JobStatus(StrEnum):
     HEALTHY = "healthy"
     LATE = "late"
     FAILING = "failing"
+    STUCK = "stuck"
     SLOW = "slow"
     PAUSED = "paused"
     MAINTENANCE = "maintenance"
@@ -49,6 +52,8 @@ class Knobs:
     regression_factor: float
     regression_window: float  # seconds
     regression_min_executions: int
+    max_runtime: float = 3600.0  # seconds a reported run may take before it is stuck
+    min_runtime: float | None = None  # seconds under which a success ran too short
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Expectation:
     failure_threshold: int | None = None
     failure_rate: float | None = None
     regression_factor: float | None = None
+    max_runtime: float | None = None  # seconds
+    min_runtime: float | None = None  # seconds
     paused: bool = False
     maintenance_until: datetime | None = None
     created_at: datetime | None = None
@@ -82,16 +89,20 @@ class Expectation:
             regression_factor=self.regression_factor or defaults.regression_factor,
             regression_window=defaults.regression_window,
             regression_min_executions=defaults.regression_min_executions,
+            max_runtime=self.max_runtime or defaults.max_runtime,
+            min_runtime=self.min_runtime or defaults.min_runtime,
         )
 
 
 @dataclass(frozen=True)
 class Window:
-    """What happened to one job over a recent window, summed from its history."""
+    """What happened to one job over a recent window, summed from its history (or from
+    its reported runs: then `p95_ms` too, of its successful runs)."""
 
     executions: int = 0
     failures: int = 0
     duration_ms: int = 0
+    p95_ms: float | None = None
 
     @property
     def failure_rate(self) -> float:
@@ -116,6 +127,12 @@ class JobFacts:
     regression_window: Window = field(default_factory=Window)
     baseline_avg_ms: float | None = None
     expectation: Expectation | None = None
+    # Jobs with reported runs (jobwarden.runs): judged from their runs.
+    reported: bool = False
+    baseline_p95_ms: float | None = None
+    last_success_ms: int | None = None  # the newest success's duration
+    oldest_open_start: datetime | None = None  # a started run not ended yet
+    open_runs: int = 0
 
 
 @dataclass(frozen=True)
