@@ -257,6 +257,7 @@ def test_a_paused_job_is_held_whatever_its_state() -> None:
     assert verdict.held == {
         "job_failure:content-generation",
         "job_missed:content-generation",
+        "job_stuck:content-generation",
         "performance_regression:content-generation",
     }
     assert verdict.jobs[JOB].status is JobStatus.PAUSED
@@ -346,3 +347,63 @@ def test_a_jobs_own_regression_factor_wins_over_the_default() -> None:
 def test_knobs_a_job_does_not_set_keep_their_defaults() -> None:
     expectation = Expectation(JOB, grace=60)
     assert expectation.knobs(DEFAULTS) == replace(DEFAULTS, grace=60)
+
+
+# --- jobs with reported runs ------------------------------------------------------------
+
+
+def reported(**kwargs: Any) -> JobFacts:
+    return facts(reported=True, **kwargs)
+
+
+def test_a_run_open_past_its_max_runtime_is_stuck() -> None:
+    started = NOW - timedelta(hours=1, minutes=5)
+    stuck = evaluate([reported(oldest_open_start=started, open_runs=1)], DEFAULTS, NOW)
+    in_time = evaluate(
+        [reported(oldest_open_start=NOW - timedelta(minutes=59), open_runs=1)], DEFAULTS, NOW
+    )
+    longer = Expectation(JOB, max_runtime=7200)
+    allowed = evaluate(
+        [reported(oldest_open_start=started, open_runs=1, expectation=longer)], DEFAULTS, NOW
+    )
+    ended = evaluate([reported()], DEFAULTS, NOW)
+    finding = stuck.findings[f"job_stuck:{JOB}"]
+    assert finding.severity == "WARNING"
+    assert finding.message == (
+        f"{JOB} started a run at 10:55 UTC that has not ended after 65m (max runtime 1h)"
+    )
+    assert finding.figures["openRuns"] == 1
+    assert stuck.jobs[JOB].status is JobStatus.STUCK
+    assert in_time.findings == {}
+    assert allowed.findings == {}
+    assert ended.findings == {}
+
+
+def test_a_success_shorter_than_the_min_runtime_ran_too_short() -> None:
+    knobs = replace(DEFAULTS, min_runtime=30)
+    short = performance_regression(reported(last_success_ms=1200), knobs, NOW)
+    long_enough = performance_regression(reported(last_success_ms=30_000), knobs, NOW)
+    no_minimum = performance_regression(reported(last_success_ms=1200), DEFAULTS, NOW)
+    assert short is not None
+    assert short.rule is Rule.PERFORMANCE_REGRESSION
+    assert short.figures["reason"] == "ran too short"
+    assert "ran too short" in short.message
+    assert long_enough is None
+    assert no_minimum is None
+
+
+def test_a_job_with_reported_runs_is_slow_by_its_p95() -> None:
+    """Its p95 is judged against the baseline's p95, not its average against the
+    baseline average (a few very slow runs in many quick ones)."""
+    window = Window(executions=20, duration_ms=20 * 100, p95_ms=900.0)
+    slow = performance_regression(
+        reported(regression_window=window, baseline_avg_ms=100, baseline_p95_ms=300), DEFAULTS, NOW
+    )
+    usual = performance_regression(
+        reported(regression_window=window, baseline_avg_ms=100, baseline_p95_ms=800), DEFAULTS, NOW
+    )
+    assert slow is not None
+    assert slow.figures["windowP95Ms"] == 900.0
+    assert slow.figures["baselineP95Ms"] == 300
+    assert "p95" in slow.message
+    assert usual is None

@@ -10,6 +10,9 @@ being judged, begins):
                    counters give no single run's duration)
 - `sampleSize`     the executions behind it
 
+A job with reported runs (`jobwarden.run_jobs`) gets the exact figures of its
+successful runs of known duration that finished within that window instead.
+
 Rows look like Prisma's: a generated id on insert, `updatedAt` on every write.
 The same pass prunes history older than `JOBWARDEN_HISTORY_RETENTION`.
 """
@@ -20,6 +23,7 @@ from datetime import datetime, timedelta
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn, affected
 from jobwarden.db.prisma import new_id, to_prisma
+from jobwarden.monitoring.runfacts import RECORDED_SLACK
 
 _MAX_INT4 = 2**31 - 1
 
@@ -28,10 +32,21 @@ SELECT job_id,
        sum(executions)::bigint AS executions,
        sum(duration_ms)::float8 / sum(executions) AS avg_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms::float8 / executions) AS p95_ms
-FROM jobwarden.job_history
+FROM jobwarden.job_history h
 WHERE sampled_at > $1 AND sampled_at <= $2 AND executions > 0
+  AND NOT EXISTS (SELECT 1 FROM jobwarden.run_jobs r WHERE r.job_id = h.job_id)
 GROUP BY job_id
 HAVING sum(executions) >= $3
+UNION ALL
+SELECT job_id,
+       count(*) AS executions,
+       avg(duration_ms)::float8 AS avg_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::float8 AS p95_ms
+FROM jobwarden.runs
+WHERE outcome = 'success' AND duration_ms IS NOT NULL
+  AND recorded_at > $1 - $4::interval AND finished_at > $1 AND finished_at <= $2
+GROUP BY job_id
+HAVING count(*) >= $3
 """
 
 UPSERT = """
@@ -45,7 +60,10 @@ ON CONFLICT ("jobId") DO UPDATE SET
     "sampleSize" = excluded."sampleSize", "updatedAt" = excluded."updatedAt"
 """
 
-READ = 'SELECT "jobId" AS job_id, "baselineAvgMs" AS avg_ms FROM performance_baselines'
+READ = """
+SELECT "jobId" AS job_id, "baselineAvgMs" AS avg_ms, "baselineP95Ms" AS p95_ms
+FROM performance_baselines
+"""
 
 PRUNE = "DELETE FROM jobwarden.job_history WHERE sampled_at < $1"
 
@@ -69,7 +87,9 @@ async def recompute_baselines(
 ) -> int:
     """Recompute and store every job's baseline; return how many were written."""
     end = now - timedelta(seconds=judged_window)
-    rows = await conn.fetch(COMPUTE, end - timedelta(seconds=window), end, min_samples)
+    rows = await conn.fetch(
+        COMPUTE, end - timedelta(seconds=window), end, min_samples, RECORDED_SLACK
+    )
     if rows:
         await conn.execute(
             UPSERT,
@@ -83,9 +103,15 @@ async def recompute_baselines(
     return len(rows)
 
 
-async def baseline_averages(conn: Conn) -> dict[str, float]:
-    """job id -> baseline average duration in ms."""
-    return {row["job_id"]: row["avg_ms"] for row in await conn.fetch(READ)}
+@dataclass(frozen=True)
+class Baseline:
+    avg_ms: float
+    p95_ms: float
+
+
+async def read_baselines(conn: Conn) -> dict[str, Baseline]:
+    """job id -> its baseline durations in ms."""
+    return {row["job_id"]: Baseline(row["avg_ms"], row["p95_ms"]) for row in await conn.fetch(READ)}
 
 
 async def run_once(ctx: AppContext, now: datetime) -> BaselinesResult:

@@ -5,7 +5,7 @@ Runs every `JOBWARDEN_POLL_INTERVAL` on the leader. `run_once(ctx, now)` is one
 whole pass; the clock is its parameter, so tests drive it with any `now`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from jobwarden.alerts.store import Signal, SyncResult, log_changes, sync_alerts
@@ -13,12 +13,13 @@ from jobwarden.config import Settings
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
 from jobwarden.logsetup import get_logger
-from jobwarden.monitoring.baselines import baseline_averages
+from jobwarden.monitoring.baselines import read_baselines
 from jobwarden.monitoring.expectations import list_expectations
 from jobwarden.monitoring.history import recent_windows
 from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Rule, Verdict, Window
 from jobwarden.monitoring.rollup import FoldResult, fold_runs
 from jobwarden.monitoring.rules import evaluate
+from jobwarden.monitoring.runfacts import ReportedFacts, reported_facts
 from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
 
 log = get_logger(__name__)
@@ -76,29 +77,56 @@ def signal(finding: Finding) -> Signal:
 async def gather_facts(
     conn: Conn, samples: dict[str, Sample], now: datetime, knobs: Knobs
 ) -> list[JobFacts]:
-    """What the rules need of every job: seen in job_metrics or expected to appear."""
+    """What the rules need of every job: seen in job_metrics, expected to appear, or
+    reporting its runs (judged from those runs, monitoring/runfacts.py)."""
     expectations = await list_expectations(conn)
     windows = await recent_windows(conn, now, knobs.failure_window, knobs.regression_window)
-    baselines = await baseline_averages(conn)
+    baselines = await read_baselines(conn)
+    reported = await reported_facts(conn, now, knobs.failure_window, knobs.regression_window)
     facts = []
-    for job_id in sorted(samples.keys() | expectations.keys()):
+    for job_id in sorted(samples.keys() | expectations.keys() | reported.keys()):
         sample = samples.get(job_id)
+        baseline = baselines.get(job_id)
         failure_window, regression_window = windows.get(job_id, (Window(), Window()))
-        facts.append(
-            JobFacts(
-                job_id=job_id,
-                seen=sample is not None,
-                last_execution_at=sample.last_execution_at if sample else None,
-                last_success_at=sample.last_success_at if sample else None,
-                last_failure_at=sample.last_failure_at if sample else None,
-                failure_streak=sample.failure_streak if sample else 0,
-                failure_window=failure_window,
-                regression_window=regression_window,
-                baseline_avg_ms=baselines.get(job_id),
-                expectation=expectations.get(job_id),
-            )
+        job = JobFacts(
+            job_id=job_id,
+            seen=sample is not None,
+            last_execution_at=sample.last_execution_at if sample else None,
+            last_success_at=sample.last_success_at if sample else None,
+            last_failure_at=sample.last_failure_at if sample else None,
+            failure_streak=sample.failure_streak if sample else 0,
+            failure_window=failure_window,
+            regression_window=regression_window,
+            baseline_avg_ms=baseline.avg_ms if baseline else None,
+            baseline_p95_ms=baseline.p95_ms if baseline else None,
+            expectation=expectations.get(job_id),
         )
+        runs = reported.get(job_id)
+        facts.append(job if runs is None else _from_runs(job, runs))
     return facts
+
+
+def _from_runs(job: JobFacts, runs: ReportedFacts) -> JobFacts:
+    """A job with reported runs: streak and windows from its runs; its newest times
+    the later of its runs' and its counters' (the web app may count it too)."""
+    return replace(
+        job,
+        seen=job.seen or runs.last_run_at is not None,
+        reported=True,
+        last_execution_at=_later(job.last_execution_at, runs.last_run_at),
+        last_success_at=_later(job.last_success_at, runs.last_success_at),
+        last_failure_at=_later(job.last_failure_at, runs.last_failure_at),
+        failure_streak=runs.failure_streak,
+        failure_window=runs.failure_window,
+        regression_window=runs.regression_window,
+        last_success_ms=runs.last_success_ms,
+        oldest_open_start=runs.oldest_open_start,
+        open_runs=runs.open_runs,
+    )
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:

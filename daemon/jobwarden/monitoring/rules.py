@@ -5,7 +5,10 @@
 | job_failure            | N failures since the last success, or failure rate >= R over    |
 |                        | the failure window with at least M executions                   |
 | job_missed             | a scheduled job has no execution after its due time + grace     |
+| job_stuck              | a reported run started and has not ended within max runtime     |
 | performance_regression | recent average duration > baseline average x factor, >= M runs  |
+|                        | (a job with reported runs: the p95s of its successful runs), or |
+|                        | its newest success ran shorter than its min runtime             |
 | system_health          | every scheduled job (at least 2) is missed in the same pass     |
 
 Paused jobs and jobs in maintenance are held: nothing fires and nothing heals.
@@ -14,6 +17,7 @@ When system_health fires, the per-job job_missed alerts are held for that pass.
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from jobwarden.durations import format_duration
 from jobwarden.monitoring.model import (
@@ -118,31 +122,90 @@ def job_missed(facts: JobFacts, knobs: Knobs, now: datetime) -> Finding | None:
 
 
 def performance_regression(facts: JobFacts, knobs: Knobs, now: datetime) -> Finding | None:
-    window, baseline = facts.regression_window, facts.baseline_avg_ms
-    avg = window.avg_ms
+    return _slower(facts, knobs) or _too_short(facts, knobs)
+
+
+def _slower(facts: JobFacts, knobs: Knobs) -> Finding | None:
+    """Slower than usual: the window's p95 against the baseline's for a job judged by
+    its runs, the averages for one judged by its counters."""
+    window = facts.regression_window
+    recent, baseline, measure = (
+        (window.p95_ms, facts.baseline_p95_ms, " p95")
+        if facts.reported
+        else (window.avg_ms, facts.baseline_avg_ms, "")
+    )
     if (
         baseline is None
         or baseline <= 0  # no measurable normal to be slower than
-        or avg is None
+        or recent is None
         or window.executions < knobs.regression_min_executions
-        or avg <= baseline * knobs.regression_factor
+        or recent <= baseline * knobs.regression_factor
     ):
         return None
     job = facts.job_id
-    ratio = avg / baseline
+    ratio = recent / baseline
+    verb = "had a p95 of" if facts.reported else "averaged"
+    figures: dict[str, Any] = {
+        "windowExecutions": window.executions,
+        "windowSeconds": knobs.regression_window,
+        "regressionFactor": knobs.regression_factor,
+    }
+    if facts.reported:
+        figures |= {"windowP95Ms": round(recent, 3), "baselineP95Ms": round(baseline, 3)}
+    else:
+        figures |= {"windowAvgMs": round(recent, 3), "baselineAvgMs": round(baseline, 3)}
     return Finding(
         Rule.PERFORMANCE_REGRESSION,
         job,
         f"{job} is running slow",
-        f"{job} averaged {avg:.0f} ms over {window.executions} runs in the last "
-        f"{format_duration(knobs.regression_window)}, {ratio:.1f}x its baseline of "
+        f"{job} {verb} {recent:.0f} ms over {window.executions} runs in the last "
+        f"{format_duration(knobs.regression_window)}, {ratio:.1f}x its baseline{measure} of "
         f"{baseline:.0f} ms (threshold {knobs.regression_factor:g}x)",
+        figures,
+    )
+
+
+def _too_short(facts: JobFacts, knobs: Knobs) -> Finding | None:
+    """Its newest success ran shorter than its min runtime: a job that silently does
+    nothing (reported runs only)."""
+    ran = facts.last_success_ms
+    if knobs.min_runtime is None or ran is None or ran >= knobs.min_runtime * 1000:
+        return None
+    job = facts.job_id
+    return Finding(
+        Rule.PERFORMANCE_REGRESSION,
+        job,
+        f"{job} ran too short",
+        f"{job} ran too short: its last success took {ran} ms, under its minimum runtime of "
+        f"{format_duration(knobs.min_runtime)}; it may have done nothing",
         {
-            "windowAvgMs": round(avg, 3),
-            "windowExecutions": window.executions,
-            "windowSeconds": knobs.regression_window,
-            "baselineAvgMs": round(baseline, 3),
-            "regressionFactor": knobs.regression_factor,
+            "reason": "ran too short",
+            "lastSuccessMs": ran,
+            "lastSuccessAt": iso(facts.last_success_at),
+            "minRuntimeSeconds": knobs.min_runtime,
+        },
+    )
+
+
+def job_stuck(facts: JobFacts, knobs: Knobs, now: datetime) -> Finding | None:
+    """A reported run started and has not ended within the job's max runtime."""
+    started = facts.oldest_open_start
+    if started is None or (now - started).total_seconds() <= knobs.max_runtime:
+        return None
+    job = facts.job_id
+    running = (now - started).total_seconds()
+    others = f" ({facts.open_runs} runs open)" if facts.open_runs > 1 else ""
+    return Finding(
+        Rule.JOB_STUCK,
+        job,
+        f"{job} is stuck",
+        f"{job} started a run at {clock(started, now)} that has not ended after "
+        f"{format_duration(running)} (max runtime {format_duration(knobs.max_runtime)}){others}",
+        {
+            "startedAt": iso(started),
+            "runningSeconds": round(running, 3),
+            "maxRuntimeSeconds": knobs.max_runtime,
+            "openRuns": facts.open_runs,
         },
     )
 
@@ -162,9 +225,10 @@ def system_health(missed: list[Finding], scheduled: int, now: datetime) -> Findi
 _STATUS_OF = {
     Rule.JOB_FAILURE: JobStatus.FAILING,
     Rule.JOB_MISSED: JobStatus.LATE,
+    Rule.JOB_STUCK: JobStatus.STUCK,
     Rule.PERFORMANCE_REGRESSION: JobStatus.SLOW,
 }
-_PER_JOB_RULES = (Rule.JOB_FAILURE, Rule.JOB_MISSED, Rule.PERFORMANCE_REGRESSION)
+_PER_JOB_RULES = (Rule.JOB_FAILURE, Rule.JOB_MISSED, Rule.JOB_STUCK, Rule.PERFORMANCE_REGRESSION)
 
 
 def evaluate(jobs: Iterable[JobFacts], defaults: Knobs, now: datetime) -> Verdict:
@@ -191,7 +255,7 @@ def evaluate(jobs: Iterable[JobFacts], defaults: Knobs, now: datetime) -> Verdic
             scheduled += 1
         found = [
             finding
-            for rule in (job_failure, job_missed, performance_regression)
+            for rule in (job_failure, job_missed, job_stuck, performance_regression)
             if (finding := rule(facts, knobs, now)) is not None
         ]
         for finding in found:
