@@ -210,3 +210,40 @@ async def test_metrics_show_the_baseline_once_computed(migrated_dsn: str) -> Non
             baseline = (await resp.json())["baseline"]
     assert (baseline["avgMs"], baseline["p95Ms"], baseline["sampleSize"]) == (300, 300, 3)
     assert baseline["updatedAt"].endswith("Z")
+
+
+async def test_max_and_min_runtime_over_http(ctx: AppContext) -> None:
+    async with client_for(ctx) as client:
+        resp = await client.put("/api/jobs/imports", json={"maxRuntime": "2h", "minRuntime": 90})
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert (body["expectation"]["maxRuntime"], body["expectation"]["minRuntime"]) == (7200, 90)
+        resp = await client.get("/api/jobs/imports")
+        body = await resp.json()
+        assert (body["expectation"]["maxRuntime"], body["expectation"]["minRuntime"]) == (7200, 90)
+        assert (body["effective"]["maxRuntime"], body["effective"]["minRuntime"]) == (7200, 90)
+
+        for payload, fields in (
+            ({"maxRuntime": "-5m"}, ["maxRuntime"]),
+            ({"maxRuntime": 0}, ["maxRuntime"]),
+            ({"maxRuntime": "forever"}, ["maxRuntime"]),
+            ({"maxRuntime": True}, ["maxRuntime"]),
+            ({"minRuntime": -1}, ["minRuntime"]),
+            ({"minRuntime": "0s"}, ["minRuntime"]),
+            ({"minRuntime": "quick"}, ["minRuntime"]),
+            ({"minRuntime": "367d"}, ["minRuntime"]),
+            ({"minRuntime": "2h", "maxRuntime": "1h"}, ["minRuntime"]),
+            ({"minRuntime": 60, "maxRuntime": 60}, ["minRuntime"]),
+            ({"minRuntime": "3h"}, ["minRuntime"]),  # not below the job's max of 2h
+            ({"maxRuntime": "1m"}, ["maxRuntime"]),  # not above the job's min of 90s
+            ({"maxRuntime": 0, "minRuntime": "x"}, ["maxRuntime", "minRuntime"]),  # all at once
+        ):
+            resp = await client.put("/api/jobs/imports", json=payload)
+            body = await resp.json()
+            assert resp.status == 400, (payload, body)
+            assert body["field"] == fields[0], (payload, body)
+            assert [p["field"] for p in body["problems"]] == fields, (payload, body)
+
+        resp = await client.get("/api/jobs/imports")
+        expectation = (await resp.json())["expectation"]
+        assert (expectation["maxRuntime"], expectation["minRuntime"]) == (7200, 90)  # unchanged

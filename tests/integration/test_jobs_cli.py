@@ -1,6 +1,7 @@
 """`jobwarden jobs ...` as an operator meets it: real subprocesses, a real database."""
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 from jobwarden.monitoring import evaluation
@@ -98,3 +99,70 @@ def test_list_shows_the_observed_cadence(migrated_dsn: str) -> None:
     listed = run_cli("jobs", "list", env={"DATABASE_URL": migrated_dsn})
     [row] = [line for line in listed.stdout.splitlines() if line.startswith("emails")]
     assert row.endswith("every 2m")
+
+
+def test_max_and_min_runtime_are_set_and_shown(migrated_dsn: str) -> None:
+    env = {"DATABASE_URL": migrated_dsn}
+    done = run_cli(
+        "jobs", "set", "imports", "--every", "1h", "--max-runtime", "2h", "--min-runtime", "90s",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.output
+    assert done.stdout == "imports: every 1h, max runtime 2h, min runtime 90s\n"
+
+    shown = run_cli("jobs", "show", "imports", env=env)
+    assert shown.returncode == 0, shown.output
+    assert shown.stdout.splitlines()[0] == "imports: every 1h, max runtime 2h, min runtime 90s"
+    assert "  runtime:      at most 2h, at least 90s" in shown.stdout
+    as_json = json.loads(run_cli("jobs", "show", "imports", "--json", env=env).stdout)
+    assert (as_json["expectation"]["maxRuntime"], as_json["expectation"]["minRuntime"]) == (
+        7200,
+        90,
+    )
+    assert (as_json["effective"]["maxRuntime"], as_json["effective"]["minRuntime"]) == (7200, 90)
+
+    # Plain seconds work too; only the flag given changes.
+    done = run_cli("jobs", "set", "imports", "--min-runtime", "120", env=env)
+    assert done.stdout == "imports: every 1h, max runtime 2h, min runtime 2m\n", done.output
+
+    # Without its own, a job is judged by the default max runtime and no minimum.
+    run_cli("jobs", "set", "reports", "--every", "1h", env=env)
+    shown = run_cli("jobs", "show", "reports", env=env)
+    assert "  runtime:      at most 1h, at least -" in shown.stdout
+    as_json = json.loads(run_cli("jobs", "show", "reports", "--json", env=env).stdout)
+    assert (as_json["expectation"]["maxRuntime"], as_json["expectation"]["minRuntime"]) == (
+        None,
+        None,
+    )
+    assert (as_json["effective"]["maxRuntime"], as_json["effective"]["minRuntime"]) == (3600, None)
+
+
+def test_bad_runtimes_exit_64_naming_the_flag_and_write_nothing(migrated_dsn: str) -> None:
+    env = {"DATABASE_URL": migrated_dsn}
+    done = run_cli("jobs", "set", "imports", "--max-runtime", "1h", "--min-runtime", "1m", env=env)
+    assert done.returncode == 0, done.output
+    for args, flags in (
+        (("--max-runtime=-5m",), ["--max-runtime"]),  # "=": else argparse takes -5m for a flag
+        (("--max-runtime", "0"), ["--max-runtime"]),
+        (("--max-runtime", "forever"), ["--max-runtime"]),
+        (("--max-runtime", "367d"), ["--max-runtime"]),
+        (("--min-runtime=-1s",), ["--min-runtime"]),
+        (("--min-runtime", "0s"), ["--min-runtime"]),
+        (("--min-runtime", "quick"), ["--min-runtime"]),
+        (("--min-runtime", "2h", "--max-runtime", "1h"), ["--min-runtime"]),
+        (("--min-runtime", "1h", "--max-runtime", "1h"), ["--min-runtime"]),
+        (("--min-runtime", "2h"), ["--min-runtime"]),  # not below the job's max of 1h
+        (("--max-runtime", "30s"), ["--max-runtime"]),  # not above the job's min of 1m
+        # Every problem at once.
+        (("--max-runtime", "0", "--min-runtime", "x"), ["--max-runtime", "--min-runtime"]),
+        (("--every", "soon", "--min-runtime", "2h", "--max-runtime", "1h"),
+         ["--every", "--min-runtime"]),
+    ):  # fmt: skip
+        result = run_cli("jobs", "set", "imports", *args, env=env)
+        assert result.returncode == 64, (args, result.output)
+        for flag in flags:
+            assert f"jobwarden jobs: {flag}: " in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.output
+
+    shown = run_cli("jobs", "show", "imports", env=env)  # nothing bad was written
+    assert shown.stdout.splitlines()[0] == "imports: no schedule, max runtime 1h, min runtime 1m"

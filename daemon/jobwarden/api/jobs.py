@@ -4,7 +4,7 @@ GET    /api/jobs                      every job seen or expected, status and cad
 GET    /api/jobs/{job}                one job in full (404 when unknown)
 PUT    /api/jobs/{job}                set an expectation: JSON with any of every, cron,
                                       timezone, grace, failureThreshold, failureRate,
-                                      regressionFactor
+                                      regressionFactor, maxRuntime, minRuntime
 DELETE /api/jobs/{job}                forget the expectation (404 when none)
 POST   /api/jobs/{job}/pause          raise nothing for the job until resumed
 POST   /api/jobs/{job}/resume         unpause, end maintenance
@@ -37,6 +37,8 @@ _FIELDS = {
     "failureThreshold": "failure_threshold",
     "failureRate": "failure_rate",
     "regressionFactor": "regression_factor",
+    "maxRuntime": "max_runtime",
+    "minRuntime": "min_runtime",
 }
 _HTTP_NAME = {field: name for name, field in _FIELDS.items()}
 _OK_STATUSES = {JobStatus.HEALTHY, JobStatus.PAUSED, JobStatus.MAINTENANCE}

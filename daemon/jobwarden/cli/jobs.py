@@ -2,6 +2,7 @@
 
   jobs set JOB [--every DURATION | --cron "EXPR" [--timezone TZ]] [--grace DURATION]
                [--failure-threshold N] [--failure-rate RATE] [--regression-factor F]
+               [--max-runtime DURATION] [--min-runtime DURATION]
   jobs unset JOB | list | show JOB | pause JOB | resume JOB
   jobs maintenance JOB --until ISO-TIME
 
@@ -33,6 +34,8 @@ FLAGS = {
     "failure_threshold": "--failure-threshold",
     "failure_rate": "--failure-rate",
     "regression_factor": "--regression-factor",
+    "max_runtime": "--max-runtime",
+    "min_runtime": "--min-runtime",
     "until": "--until",
     "job": "JOB",
 }
@@ -53,6 +56,17 @@ def add_parser(commands: Commands) -> None:
     set_.add_argument("--failure-rate", metavar="RATE", help="failure rate (0-1) that alerts")
     set_.add_argument(
         "--regression-factor", metavar="F", help="slower than baseline by this factor alerts"
+    )
+    set_.add_argument(
+        "--max-runtime",
+        metavar="DURATION",
+        help="a reported run still going after this raises job_stuck "
+        "(default JOBWARDEN_DEFAULT_MAX_RUNTIME)",
+    )
+    set_.add_argument(
+        "--min-runtime",
+        metavar="DURATION",
+        help="a successful run shorter than this raises performance_regression (ran too short)",
     )
 
     for name, text in (
@@ -150,6 +164,9 @@ def _one_line(job: dict[str, Any]) -> str:
     ):
         if e.get(key) is not None:
             parts.append(f"{label} {e[key]:g}")
+    for key, label in (("maxRuntime", "max runtime"), ("minRuntime", "min runtime")):
+        if e.get(key) is not None:
+            parts.append(f"{label} {format_duration(e[key])}")
     if e.get("paused"):
         parts.append("paused")
     if e.get("maintenanceUntil"):
@@ -200,4 +217,9 @@ def _print_job(job: dict[str, Any], *, as_json: bool) -> None:
     print(
         f"  thresholds:   {knobs['failureThreshold']} in a row, rate {knobs['failureRate']:g}, "
         f"grace {format_duration(knobs['grace'])}, regression x{knobs['regressionFactor']:g}"
+    )
+    min_runtime = knobs["minRuntime"]
+    print(
+        f"  runtime:      at most {format_duration(knobs['maxRuntime'])}, "
+        f"at least {'-' if min_runtime is None else format_duration(min_runtime)}"
     )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobwarden.db.pg import Conn
-from jobwarden.durations import parse_duration
+from jobwarden.durations import format_duration, parse_duration
 from jobwarden.monitoring.model import Expectation
 from jobwarden.monitoring.schedule import Schedule, cron_trigger, parse_timezone
 from jobwarden.values import factor, positive_duration, positive_int, rate
@@ -22,36 +22,42 @@ MAX_SECONDS = 366 * 86400  # a period or grace longer than a year is a typo
 
 SELECT_ALL = """
 SELECT job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
-       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+       failure_rate, regression_factor, max_runtime_seconds, min_runtime_seconds, paused,
+       maintenance_until, created_at, updated_at
 FROM jobwarden.job_expectations ORDER BY job_id
 """
 
 SELECT_ONE = """
 SELECT job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
-       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+       failure_rate, regression_factor, max_runtime_seconds, min_runtime_seconds, paused,
+       maintenance_until, created_at, updated_at
 FROM jobwarden.job_expectations WHERE job_id = $1
 """
 
 SELECT_ONE_FOR_UPDATE = """
 SELECT job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
-       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+       failure_rate, regression_factor, max_runtime_seconds, min_runtime_seconds, paused,
+       maintenance_until, created_at, updated_at
 FROM jobwarden.job_expectations WHERE job_id = $1 FOR UPDATE
 """
 
 UPSERT = """
 INSERT INTO jobwarden.job_expectations (job_id, every_seconds, cron, timezone, schedule_set_at,
-    grace_seconds, failure_threshold, failure_rate, regression_factor, paused,
-    maintenance_until, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+    grace_seconds, failure_threshold, failure_rate, regression_factor, max_runtime_seconds,
+    min_runtime_seconds, paused, maintenance_until, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
 ON CONFLICT (job_id) DO UPDATE SET
     every_seconds = excluded.every_seconds, cron = excluded.cron, timezone = excluded.timezone,
     schedule_set_at = excluded.schedule_set_at,
     grace_seconds = excluded.grace_seconds, failure_threshold = excluded.failure_threshold,
     failure_rate = excluded.failure_rate, regression_factor = excluded.regression_factor,
+    max_runtime_seconds = excluded.max_runtime_seconds,
+    min_runtime_seconds = excluded.min_runtime_seconds,
     paused = excluded.paused, maintenance_until = excluded.maintenance_until,
     updated_at = excluded.updated_at
 RETURNING job_id, every_seconds, cron, timezone, schedule_set_at, grace_seconds, failure_threshold,
-       failure_rate, regression_factor, paused, maintenance_until, created_at, updated_at
+       failure_rate, regression_factor, max_runtime_seconds, min_runtime_seconds, paused,
+       maintenance_until, created_at, updated_at
 """
 
 
@@ -74,6 +80,8 @@ class ExpectationChange:
     failure_threshold: int | None = None
     failure_rate: float | None = None
     regression_factor: float | None = None
+    max_runtime: float | None = None  # seconds
+    min_runtime: float | None = None  # seconds
 
 
 def _text(value: object) -> str:
@@ -88,6 +96,19 @@ def _bounded_duration(text: str, *, positive: bool) -> float:
     if seconds > MAX_SECONDS:
         raise ValueError("must be at most 366d")
     return seconds
+
+
+def _runtime_problem(
+    min_runtime: float | None, max_runtime: float | None, field: str = "min_runtime"
+) -> tuple[str, str] | None:
+    """A run cannot be both too short and stuck: min runtime must be below max runtime.
+    `field` is the one to blame, the one just given."""
+    if min_runtime is None or max_runtime is None or min_runtime < max_runtime:
+        return None
+    low, high = format_duration(min_runtime), format_duration(max_runtime)
+    if field == "max_runtime":
+        return field, f"must be above the min runtime ({low}), not {high}"
+    return field, f"must be below the max runtime ({high}), not {low}"
 
 
 def validate_job_id(job_id: str) -> str:
@@ -110,6 +131,8 @@ def parse_change(raw: Mapping[str, Any]) -> ExpectationChange:
         "failure_threshold": positive_int,
         "failure_rate": rate,
         "regression_factor": factor,
+        "max_runtime": lambda text: _bounded_duration(text, positive=True),
+        "min_runtime": lambda text: _bounded_duration(text, positive=True),
     }
     for name, value in raw.items():
         if value is None:
@@ -134,12 +157,17 @@ def parse_change(raw: Mapping[str, Any]) -> ExpectationChange:
         else:
             if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
                 problems.append(("cron", "never fires"))
+    runtime_problem = _runtime_problem(parsed.get("min_runtime"), parsed.get("max_runtime"))
+    if runtime_problem is not None:
+        problems.append(runtime_problem)
     if problems:
         raise InvalidExpectation(problems)
     return ExpectationChange(**parsed)
 
 
 def apply_change(current: Expectation, change: ExpectationChange, now: datetime) -> Expectation:
+    """The expectation after the change; problems that only the current one shows, at once."""
+    problems: list[tuple[str, str]] = []
     schedule = current.schedule
     if change.every is not None:
         schedule = Schedule(every=change.every)
@@ -147,9 +175,10 @@ def apply_change(current: Expectation, change: ExpectationChange, now: datetime)
         schedule = Schedule(cron=change.cron, timezone=change.timezone or schedule.timezone)
     elif change.timezone is not None:
         if schedule.cron is None:
-            raise InvalidExpectation([("timezone", "only applies to a cron schedule")])
-        schedule = replace(schedule, timezone=change.timezone)
-    return replace(
+            problems.append(("timezone", "only applies to a cron schedule"))
+        else:
+            schedule = replace(schedule, timezone=change.timezone)
+    new = replace(
         current,
         schedule=schedule,
         schedule_set_at=current.schedule_set_at if schedule == current.schedule else now,
@@ -157,7 +186,16 @@ def apply_change(current: Expectation, change: ExpectationChange, now: datetime)
         failure_threshold=change.failure_threshold or current.failure_threshold,
         failure_rate=change.failure_rate or current.failure_rate,
         regression_factor=change.regression_factor or current.regression_factor,
+        max_runtime=current.max_runtime if change.max_runtime is None else change.max_runtime,
+        min_runtime=current.min_runtime if change.min_runtime is None else change.min_runtime,
     )
+    blame = "min_runtime" if change.min_runtime is not None else "max_runtime"
+    runtime_problem = _runtime_problem(new.min_runtime, new.max_runtime, blame)
+    if runtime_problem is not None:
+        problems.append(runtime_problem)
+    if problems:
+        raise InvalidExpectation(problems)
+    return new
 
 
 def from_row(row: Mapping[str, Any]) -> Expectation:
@@ -171,6 +209,8 @@ def from_row(row: Mapping[str, Any]) -> Expectation:
         failure_threshold=row["failure_threshold"],
         failure_rate=row["failure_rate"],
         regression_factor=row["regression_factor"],
+        max_runtime=row["max_runtime_seconds"],
+        min_runtime=row["min_runtime_seconds"],
         paused=row["paused"],
         maintenance_until=row["maintenance_until"],
         created_at=row["created_at"],
@@ -206,6 +246,8 @@ async def _update(conn: Conn, job_id: str, now: datetime, change: Any) -> Expect
             new.failure_threshold,
             new.failure_rate,
             new.regression_factor,
+            new.max_runtime,
+            new.min_runtime,
             new.paused,
             new.maintenance_until,
             now,

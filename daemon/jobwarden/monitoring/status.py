@@ -112,6 +112,8 @@ def _expectation_fields(facts: JobFacts) -> dict[str, Any] | None:
         "failureThreshold": e.failure_threshold,
         "failureRate": e.failure_rate,
         "regressionFactor": e.regression_factor,
+        "maxRuntime": e.max_runtime,
+        "minRuntime": e.min_runtime,
         "paused": e.paused,
         "maintenanceUntil": iso(e.maintenance_until),
         "updatedAt": iso(e.updated_at),
@@ -172,5 +174,7 @@ async def show_job(
             "regressionFactor": knobs.regression_factor,
             "regressionWindow": knobs.regression_window,
             "regressionMinExecutions": knobs.regression_min_executions,
+            "maxRuntime": knobs.max_runtime,
+            "minRuntime": knobs.min_runtime,
         },
     }
