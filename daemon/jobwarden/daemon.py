@@ -38,7 +38,7 @@ from jobwarden.dlq.queue import Routing
 from jobwarden.dsn import DatabaseUrl, parse_database_url
 from jobwarden.liveness import Liveness
 from jobwarden.logsetup import get_logger
-from jobwarden.monitoring import baselines, evaluation
+from jobwarden.monitoring import baselines, evaluation, retention
 from jobwarden.runtime.scheduler import HEARTBEAT_SECONDS, JobScheduler, PeriodicJob, heartbeat_job
 from jobwarden.sdnotify import Notifier
 from jobwarden.watchdog import run_watchdog
@@ -89,6 +89,12 @@ def periodic_jobs(settings: Settings, dlq_routing: Routing) -> list[PeriodicJob]
             leader_only=True,
         ),
         PeriodicJob("baselines", settings.baseline_interval, baselines.run_once, leader_only=True),
+        PeriodicJob(
+            retention.RETENTION_JOB,
+            retention.RETENTION_INTERVAL_SECONDS,
+            retention.run_once,
+            leader_only=True,
+        ),
         PeriodicJob(sweep.SWEEP_JOB, sweep.SWEEP_INTERVAL_SECONDS, sweep.run_once, quiet=True),
         PeriodicJob(
             alerting.DLQ_ALERTS_JOB,
