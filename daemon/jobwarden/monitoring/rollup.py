@@ -16,11 +16,15 @@ the known one restarts the count from the failures that finished after it.
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from jobwarden.db.pg import Conn
 from jobwarden.db.prisma import to_prisma
 
 FOLD_BATCH = 5000
+FOLD_ATTEMPTS = 3  # a job's row created by the web app mid-fold, or a deadlock with it
 FOLD_LOCK_KEY = 0x4A57464F4C44524E  # "JWFOLDRN"
 
 # $1 batch size, $2 now as Prisma stores it, $3 now. Rows are written in job order.
@@ -49,8 +53,27 @@ WITH taken AS (
                AS failed_at
     FROM taken
     GROUP BY job_id
-), counted AS (
-    INSERT INTO job_metrics AS m (
+), counted AS (  -- the rows that exist: added to
+    UPDATE job_metrics m
+    SET "totalExecutions" = m."totalExecutions" + p.runs,
+        "successCount" = m."successCount" + p.successes,
+        "failureCount" = m."failureCount" + p.failures,
+        "totalDurationMs" = m."totalDurationMs" + p.total_ms,
+        -- no duration known among the new runs: the minimum stays; a row with no run
+        -- counted yet holds the default 0, not a minimum
+        "minDurationMs" = CASE WHEN p.min_ms IS NULL THEN m."minDurationMs"
+                               WHEN m."totalExecutions" = 0 THEN p.min_ms
+                               ELSE least(m."minDurationMs", p.min_ms) END,
+        "maxDurationMs" = greatest(m."maxDurationMs", coalesce(p.max_ms, 0)),
+        "lastExecutionAt" = greatest(m."lastExecutionAt", p.last_at AT TIME ZONE 'UTC'),
+        "lastSuccessAt" = greatest(m."lastSuccessAt", p.last_success_at AT TIME ZONE 'UTC'),
+        "lastFailureAt" = greatest(m."lastFailureAt", p.last_failure_at AT TIME ZONE 'UTC'),
+        "updatedAt" = $2
+    FROM per_job p
+    WHERE m."jobId" = p.job_id
+    RETURNING 1
+), created AS (  -- the others: a row as Prisma would write it (a generated "c…" id)
+    INSERT INTO job_metrics (
         id, "jobId", "totalExecutions", "successCount", "failureCount", "totalDurationMs",
         "minDurationMs", "maxDurationMs", "lastExecutionAt", "lastSuccessAt", "lastFailureAt",
         "createdAt", "updatedAt")
@@ -60,24 +83,9 @@ WITH taken AS (
            p.last_at AT TIME ZONE 'UTC', p.last_success_at AT TIME ZONE 'UTC',
            p.last_failure_at AT TIME ZONE 'UTC', $2, $2
     FROM per_job p
+    WHERE NOT EXISTS (SELECT 1 FROM job_metrics x WHERE x."jobId" = p.job_id)
     ORDER BY p.job_id
-    ON CONFLICT ("jobId") DO UPDATE SET
-        "totalExecutions" = m."totalExecutions" + excluded."totalExecutions",
-        "successCount" = m."successCount" + excluded."successCount",
-        "failureCount" = m."failureCount" + excluded."failureCount",
-        "totalDurationMs" = m."totalDurationMs" + excluded."totalDurationMs",
-        -- no duration known among the new runs: the minimum stays; a row with no run
-        -- counted yet holds the default 0, not a minimum
-        "minDurationMs" = CASE
-            WHEN (SELECT p.min_ms FROM per_job p WHERE p.job_id = excluded."jobId") IS NULL
-                THEN m."minDurationMs"
-            WHEN m."totalExecutions" = 0 THEN excluded."minDurationMs"
-            ELSE least(m."minDurationMs", excluded."minDurationMs") END,
-        "maxDurationMs" = greatest(m."maxDurationMs", excluded."maxDurationMs"),
-        "lastExecutionAt" = greatest(m."lastExecutionAt", excluded."lastExecutionAt"),
-        "lastSuccessAt" = greatest(m."lastSuccessAt", excluded."lastSuccessAt"),
-        "lastFailureAt" = greatest(m."lastFailureAt", excluded."lastFailureAt"),
-        "updatedAt" = $2
+    ON CONFLICT ("jobId") DO NOTHING  -- the web app made it meanwhile: the fold is redone
     RETURNING 1
 ), judged AS (
     UPDATE jobwarden.run_jobs j
@@ -113,7 +121,8 @@ WITH taken AS (
     FROM per_job p
     WHERE NOT EXISTS (SELECT 1 FROM jobwarden.run_jobs j WHERE j.job_id = p.job_id)
 )
-SELECT (SELECT count(*) FROM taken) AS runs, (SELECT count(*) FROM counted) AS jobs
+SELECT (SELECT count(*) FROM taken) AS runs, (SELECT count(*) FROM per_job) AS jobs,
+       (SELECT count(*) FROM counted) + (SELECT count(*) FROM created) AS written
 """
 
 
@@ -123,14 +132,27 @@ class FoldResult:
     jobs: int = 0  # job_metrics rows written (a job may count in several batches)
 
 
+class _RowAppeared(Exception):
+    """The web app created a job's row while the fold ran: undo the fold, fold again."""
+
+
 async def fold_runs(conn: Conn, now: datetime, *, batch: int = FOLD_BATCH) -> FoldResult:
     """Add every run waiting in the inbox to job_metrics, a batch per transaction."""
     runs = jobs = 0
     while True:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
-            row = await conn.fetchrow(FOLD, batch, to_prisma(now), now)
-        assert row is not None
+        row: Any = None
+        for attempt in range(FOLD_ATTEMPTS):
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
+                    row = await conn.fetchrow(FOLD, batch, to_prisma(now), now)
+                    assert row is not None
+                    if row["written"] < row["jobs"]:
+                        raise _RowAppeared
+                break
+            except (_RowAppeared, asyncpg.DeadlockDetectedError):
+                if attempt == FOLD_ATTEMPTS - 1:
+                    raise
         runs, jobs = runs + row["runs"], jobs + row["jobs"]
         if row["runs"] < batch:
             return FoldResult(runs, jobs)

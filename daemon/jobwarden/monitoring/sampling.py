@@ -14,6 +14,9 @@ not make a job look as if it never ran. The sample of a row that disappeared is
 kept while the job has an expectation (it is still expected to run), and
 forgotten otherwise.
 
+Jobs that report their runs to jobwarden (`jobwarden.run_jobs`) are judged from
+those runs (monitoring/runfacts.py), not from their counters: they are not sampled.
+
 The whole pass runs in one transaction under a transaction-level advisory lock,
 so two evaluators racing each other cannot both record the same runs.
 """
@@ -37,7 +40,8 @@ SELECT "jobId" AS job_id, id AS row_id, "createdAt" AS row_created_at,
        "failureCount" AS failure_count, "totalDurationMs" AS total_duration_ms,
        "maxDurationMs" AS max_duration_ms, "lastExecutionAt" AS last_execution_at,
        "lastSuccessAt" AS last_success_at, "lastFailureAt" AS last_failure_at
-FROM job_metrics
+FROM job_metrics m
+WHERE NOT EXISTS (SELECT 1 FROM jobwarden.run_jobs r WHERE r.job_id = m."jobId")
 """
 
 READ_SAMPLES = """
