@@ -9,8 +9,9 @@ DELETE /api/jobs/{job}                forget the expectation (404 when none)
 POST   /api/jobs/{job}/pause          raise nothing for the job until resumed
 POST   /api/jobs/{job}/resume         unpause, end maintenance
 POST   /api/jobs/{job}/maintenance    JSON {"until": ISO time}
-GET    /api/health/jobs               each job's status; 200 when none is late, failing
-                                      or slow (paused and maintenance are deliberate), else 503
+GET    /api/health/jobs               each job's status; 200 when none is late, failing,
+                                      stuck or slow (paused and maintenance are deliberate),
+                                      else 503
 """
 
 from collections.abc import Awaitable, Callable
