@@ -9,7 +9,8 @@ from typing import Any
 
 from jobwarden.context import AppContext
 from jobwarden.db.pg import Conn
-from jobwarden.monitoring import baselines, evaluation, runs
+from jobwarden.monitoring import baselines, evaluation, expectations, runs
+from jobwarden.monitoring.expectations import ExpectationChange
 from jobwarden.monitoring.runs import Run
 from jobwarden.monitoring.status import list_jobs
 from tests.integration.webapp import alerts, open_alerts, record_runs
@@ -106,3 +107,23 @@ async def test_baselines_and_regressions_use_single_runs(ctx: AppContext) -> Non
     assert alert["metadata"]["windowP95Ms"] == 605.0
     assert alert["metadata"]["baselineP95Ms"] == round(100 + 0.95 * 39, 3)
     assert "p95" in alert["message"]
+
+
+async def test_a_success_under_the_min_runtime_ran_too_short(ctx: AppContext) -> None:
+    """`jobs set --min-runtime 30s`: a success in 80 ms is a job that did nothing."""
+    now = datetime.now(UTC)
+    async with ctx.db.connection() as conn:
+        await expectations.set_expectation(
+            conn, "mailer", ExpectationChange(min_runtime=30, max_runtime=600), now
+        )
+        await runs.record_runs(conn, [finished("mailer", now, 5, "success", 45_000)])
+        await evaluation.run_once(ctx, now)
+        quiet = await open_alerts(conn)
+        await runs.record_runs(conn, [finished("mailer", now, 1, "success", 80)])
+        await evaluation.run_once(ctx, now + timedelta(seconds=1))
+        [alert] = await open_alerts(conn)
+    assert quiet == []
+    assert alert["type"] == "performance_regression"
+    assert alert["metadata"]["reason"] == "ran too short"
+    assert alert["metadata"]["lastSuccessMs"] == 80
+    assert "ran too short" in alert["message"]
