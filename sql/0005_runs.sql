@@ -27,7 +27,13 @@ CREATE TABLE jobwarden.runs (
     metadata     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     source       text NOT NULL DEFAULT 'sql' CHECK (source IN ('ping', 'batch', 'sql')),
     recorded_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (recorded_at, id)
+    PRIMARY KEY (recorded_at, id),
+    -- Real times only: the newest run's end decides when a job is due and whether
+    -- a streak is over, so an end far in the future would hold them for ever.
+    CHECK (isfinite(finished_at) AND finished_at >= '2000-01-01'
+           AND finished_at < recorded_at + interval '1 day'),
+    CHECK (started_at IS NULL
+           OR isfinite(started_at) AND started_at >= '2000-01-01' AND started_at <= finished_at)
 ) PARTITION BY RANGE (recorded_at);
 ALTER SEQUENCE jobwarden.runs_id_seq OWNED BY jobwarden.runs.id;
 -- A job's recent runs (streaks, windows, percentiles), newest first.
@@ -54,7 +60,6 @@ CREATE TABLE jobwarden.run_inbox (
     duration_ms  bigint
 );
 
--- SECURITY DEFINER: a web app inserting runs by SQL needs rights on `runs` only.
 -- What the rules need of each job with reported runs, kept by the fold: the newest
 -- run, success and failure (by when they finished), the latest success's duration,
 -- and the failures since that success (exact, also for runs reported out of order).
@@ -65,10 +70,12 @@ CREATE TABLE jobwarden.run_jobs (
     last_failure_at   timestamptz,
     last_success_ms   bigint,
     failure_streak    integer NOT NULL DEFAULT 0,
+    baseline_at       timestamptz,  -- when its baseline was last computed from its runs
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
+-- SECURITY DEFINER: a web app inserting runs by SQL needs rights on `runs` only.
 CREATE FUNCTION jobwarden.queue_runs_for_fold() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -105,6 +112,8 @@ BEGIN
         CONTINUE WHEN to_regclass('jobwarden.' || name) IS NOT NULL;
         low := day::timestamp AT TIME ZONE 'UTC';
         high := (day + 1)::timestamp AT TIME ZONE 'UTC';
+        -- No row may reach the default partition between the move and the attach.
+        LOCK TABLE jobwarden.runs_default IN SHARE ROW EXCLUSIVE MODE;
         EXECUTE format('CREATE TABLE jobwarden.%I (LIKE jobwarden.runs INCLUDING DEFAULTS'
                        ' INCLUDING CONSTRAINTS)', name);
         EXECUTE format('WITH moved AS (DELETE FROM jobwarden.runs_default'

@@ -130,6 +130,10 @@ async def test_a_batch_is_recorded_whole(ctx: AppContext) -> None:
 GOOD = {"jobId": "etl", "status": "success", "durationMs": 10}
 
 
+def nested(depth: int) -> Any:
+    return 1 if depth == 0 else [nested(depth - 1)]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -143,6 +147,11 @@ GOOD = {"jobId": "etl", "status": "success", "durationMs": 10}
         ({**GOOD, "jobId": "has space"}, "jobId"),
         ({**GOOD, "jobId": "x" * 129}, "jobId"),
         ({**GOOD, "startedAt": "yesterday"}, "startedAt"),
+        ({**GOOD, "finishedAt": "9999-12-31T23:00:00Z"}, "finishedAt"),  # the future
+        ({**GOOD, "finishedAt": "0001-01-01T00:00:00Z"}, "finishedAt"),
+        ({**GOOD, "startedAt": "0001-01-01T00:30:00+01:00"}, "startedAt"),
+        ({**GOOD, "metadata": {"deep": nested(40)}}, "metadata"),
+        ({**GOOD, "metadata": {"k": "nul\x00"}}, "metadata"),
         ({**GOOD, "metadata": [1]}, "metadata"),
         ({**GOOD, "error": 3}, "error"),
         ({**GOOD, "duration": 3}, "duration"),
@@ -164,10 +173,44 @@ async def test_bad_batches_name_the_field_and_write_nothing(
     assert runs == []
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"jobId": "a", "status": "success", "durationMs": 1, "metadata": {"x": NaN}}',
+         "metadata"),
+        (b'{"jobId": "a", "status": "success", "durationMs": 1, "metadata": {"x": "\\ud800"}}',
+         "metadata"),
+        (b"[" * 100_000 + b"]" * 100_000, "body"),  # nested deeper than Python parses
+    ],
+)  # fmt: skip
+async def test_json_postgresql_would_refuse_is_a_400(
+    ctx: AppContext, raw: bytes, field: str
+) -> None:
+    async with ctx.db.connection() as conn, client_for(ctx) as client:
+        error = await answer(await client.post("/api/executions", data=raw), 400)
+        runs = await stored_runs(conn)
+    assert error["field"] == field
+    assert runs == []
+
+
+async def test_unusual_text_is_kept_not_refused(ctx: AppContext) -> None:
+    """A lone surrogate in an error becomes a replacement character; text that merely
+    looks like an escaped NUL is kept as it is."""
+    body = (
+        b'{"jobId": "a", "status": "failure", "durationMs": 1, "error": "bad \\ud800 byte",'
+        b' "metadata": {"k": "a\\\\u0000"}}'
+    )
+    async with ctx.db.connection() as conn, client_for(ctx) as client:
+        await answer(await client.post("/api/executions", data=body), 201)
+        [run] = await stored_runs(conn)
+    assert run["error"] == "bad ? byte"
+    assert run["metadata"] == {"k": "a\\u0000"}
+
+
 async def test_bad_json_and_oversized_bodies(ctx: AppContext) -> None:
     async with ctx.db.connection() as conn, client_for(ctx) as client:
         not_json = await answer(await client.post("/api/executions", data=b"{nope"), 400)
-        huge = json.dumps([{**GOOD, "error": "x" * 5000}] * 300).encode()
+        huge = json.dumps([{**GOOD, "error": "x" * 10_000}] * 500).encode()  # over 4 MiB
         too_large = await answer(await client.post("/api/executions", data=huge), 400)
         long_fail = await answer(await client.post("/api/jobs/a/fail", data=b"e" * 10241), 400)
         runs = await stored_runs(conn)
@@ -184,6 +227,8 @@ async def test_bad_json_and_oversized_bodies(ctx: AppContext) -> None:
         ("/api/jobs/bad%20job/start", "jobId"),
         ("/api/jobs/ok/success?duration_ms=-5", "duration_ms"),
         ("/api/jobs/ok/success?duration_ms=1.5", "duration_ms"),
+        ("/api/jobs/ok/success?duration_ms=%C2%B2", "duration_ms"),  # a superscript two
+        ("/api/jobs/ok/success?duration_ms=" + "9" * 5000, "duration_ms"),
         ("/api/jobs/ok/start?rid=has%20space", "rid"),
     ],
 )
@@ -243,6 +288,11 @@ async def test_the_app_may_insert_runs_by_sql(ctx: AppContext) -> None:
             await conn.execute(
                 "INSERT INTO jobwarden.runs (job_id, outcome, finished_at, duration_ms)"
                 " VALUES ('invoices', 'success', now(), -1)"
+            )
+        with pytest.raises(asyncpg.CheckViolationError):  # would hold a job due for ever
+            await conn.execute(
+                "INSERT INTO jobwarden.runs (job_id, outcome, finished_at)"
+                " VALUES ('invoices', 'success', 'infinity')"
             )
         runs = await stored_runs(conn)
         queued = await conn.fetchval("SELECT count(*) FROM jobwarden.run_inbox")

@@ -127,3 +127,22 @@ async def test_a_success_under_the_min_runtime_ran_too_short(ctx: AppContext) ->
     assert alert["metadata"]["reason"] == "ran too short"
     assert alert["metadata"]["lastSuccessMs"] == 80
     assert "ran too short" in alert["message"]
+
+
+async def test_a_baseline_of_counters_is_not_held_against_the_runs_p95(ctx: AppContext) -> None:
+    """A job that used to be judged by its counters has a baseline of per-pass averages;
+    its runs' p95 is compared with nothing until a baseline comes from its runs."""
+    now = datetime.now(UTC)
+    async with ctx.db.connection() as conn:
+        await conn.execute(
+            'INSERT INTO performance_baselines (id, "jobId", "baselineAvgMs", "baselineP95Ms",'
+            ' "sampleSize", "updatedAt") VALUES (\'cold\', $1, 100, 110, 500,'
+            " now() AT TIME ZONE 'UTC')",
+            JOB,
+        )
+        await runs.record_runs(
+            conn, [finished(JOB, now, 1 + n, "success", 300 + 10 * n) for n in range(20)]
+        )
+        await evaluation.run_once(ctx, now)
+        slow = await by_type(conn, "performance_regression")
+    assert slow == []

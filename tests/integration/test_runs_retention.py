@@ -242,3 +242,50 @@ async def test_a_day_detached_but_not_dropped_is_dropped(ctx: AppContext) -> Non
     assert name(day) in result.dropped
     assert not left
     assert run in queued
+
+
+async def test_a_day_is_not_attached_under_a_run_still_arriving_in_the_default(
+    ctx: AppContext, migrated_dsn: str
+) -> None:
+    """A run being written into the default partition (its day has no partition yet)
+    while the pass creates that day: the pass does not wait for it, and the next one
+    moves the run into its day."""
+    now = BASE + timedelta(days=10, hours=3)
+    late = BASE + timedelta(days=10, hours=1)
+    statement = (
+        "INSERT INTO jobwarden.runs (job_id, outcome, finished_at, recorded_at)"
+        f" VALUES ('late', 'success', '{late.isoformat()}', '{late.isoformat()}')"
+    )
+    async with web_app_holding(migrated_dsn, statement):
+        blocked = await retention.run_once(ctx, now)
+    async with ctx.db.connection() as conn:
+        await conn.execute(statement)  # the web app tries again, and commits
+        created = await retention.run_once(ctx, now)
+        where = await stored(conn)
+    assert name(late.date()) in blocked.lock_busy
+    assert created.lock_busy == ()
+    assert list(where.values()) == [name(late.date())]
+
+
+async def test_a_job_that_stopped_reporting_is_judged_by_its_counters_again(
+    ctx: AppContext,
+) -> None:
+    now = BASE + timedelta(hours=12)
+    old = now - RETENTION - timedelta(days=1)
+    async with ctx.db.connection() as conn:
+        for job in ("gone", "still-open", "recent"):
+            await conn.execute(
+                "INSERT INTO jobwarden.run_jobs (job_id, last_run_at, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $3)",
+                job,
+                now - timedelta(hours=1) if job == "recent" else old,
+                old,
+            )
+        await conn.execute(
+            "INSERT INTO jobwarden.run_starts (job_id, started_at) VALUES ('still-open', $1)",
+            now - timedelta(days=2),
+        )
+        result = await retention.run_once(ctx, now)
+        left = {r["job_id"] for r in await conn.fetch("SELECT job_id FROM jobwarden.run_jobs")}
+    assert result.jobs_released == 1
+    assert left == {"still-open", "recent"}

@@ -9,7 +9,7 @@ import asyncpg
 
 from jobwarden.db.pg import Conn
 from jobwarden.monitoring import runs
-from jobwarden.monitoring.rollup import fold_runs
+from jobwarden.monitoring.rollup import FOLD_MAX_BATCHES, fold_runs
 from jobwarden.monitoring.runs import Run
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -197,3 +197,34 @@ async def test_failures_in_a_row_are_exact_also_out_of_order(migrated_dsn: str) 
     assert seen == [1, 1, 2, 1, 1, 0]
     assert final[1] == NOW - timedelta(minutes=10)
     assert final[2] == 5  # the newest success's duration
+
+
+async def test_the_minimum_comes_from_the_first_known_duration(migrated_dsn: str) -> None:
+    """healthchecks-style: first an end without a start (no duration), then timed runs."""
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await runs.record_runs(conn, [run("cron", "success", None)])
+        await fold_runs(conn, NOW)
+        await runs.record_runs(conn, [run("cron", "success", 500), run("cron", "success", 700)])
+        await fold_runs(conn, NOW)
+        row = await metrics(conn, "cron")
+    finally:
+        await conn.close()
+    assert (row["minDurationMs"], row["maxDurationMs"], row["totalExecutions"]) == (500, 700, 3)
+
+
+async def test_a_backlog_is_folded_over_several_passes(migrated_dsn: str) -> None:
+    """A pass adds at most FOLD_MAX_BATCHES batches, so alerting goes on meanwhile."""
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        await runs.record_runs(conn, [run("busy", "success", 1) for _ in range(50)])
+        first = await fold_runs(conn, NOW, batch=2)
+        left = await waiting(conn)
+        second = await fold_runs(conn, NOW, batch=2)
+        row = await metrics(conn, "busy")
+    finally:
+        await conn.close()
+    assert first.runs == 2 * FOLD_MAX_BATCHES
+    assert left == 50 - 2 * FOLD_MAX_BATCHES
+    assert second.runs == left
+    assert row["totalExecutions"] == 50

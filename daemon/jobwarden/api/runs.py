@@ -20,7 +20,7 @@ from jobwarden.api.state import API_STATE
 from jobwarden.monitoring import runs
 from jobwarden.monitoring.runs import InvalidRun
 
-BATCH_BODY_LIMIT = 1024**2  # 1,000 runs with their metadata fit in well under this
+BATCH_BODY_LIMIT = 4 * 1024**2  # 1,000 runs with a few KiB of error and metadata each
 
 
 def _bad(exc: InvalidRun) -> BadRequest:
@@ -75,7 +75,7 @@ async def post_executions(request: web.Request) -> web.Response:
     raw = await capped_body(request, BATCH_BODY_LIMIT)
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         raise BadRequest("body", "the body must be valid JSON") from None
     try:
         parsed = runs.parse_batch(body, datetime.now(UTC))

@@ -31,7 +31,8 @@ COMPUTE = """
 SELECT job_id,
        sum(executions)::bigint AS executions,
        sum(duration_ms)::float8 / sum(executions) AS avg_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms::float8 / executions) AS p95_ms
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms::float8 / executions) AS p95_ms,
+       false AS from_runs
 FROM jobwarden.job_history h
 WHERE sampled_at > $1 AND sampled_at <= $2 AND executions > 0
   AND NOT EXISTS (SELECT 1 FROM jobwarden.run_jobs r WHERE r.job_id = h.job_id)
@@ -41,7 +42,8 @@ UNION ALL
 SELECT job_id,
        count(*) AS executions,
        avg(duration_ms)::float8 AS avg_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::float8 AS p95_ms
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)::float8 AS p95_ms,
+       true AS from_runs
 FROM jobwarden.runs
 WHERE outcome = 'success' AND duration_ms IS NOT NULL
   AND recorded_at > $1 - $4::interval AND finished_at > $1 AND finished_at <= $2
@@ -99,6 +101,13 @@ async def recompute_baselines(
             [r["p95_ms"] for r in rows],
             [min(r["executions"], _MAX_INT4) for r in rows],
             to_prisma(now),
+        )
+        # Until then such a job's baseline is its counters' (a p95 of per-pass averages):
+        # not one to hold its runs' p95 against (monitoring/runfacts.py).
+        await conn.execute(
+            "UPDATE jobwarden.run_jobs SET baseline_at = $2 WHERE job_id = ANY($1::text[])",
+            [r["job_id"] for r in rows if r["from_runs"]],
+            now,
         )
     return len(rows)
 

@@ -122,6 +122,10 @@ def _from_runs(job: JobFacts, runs: ReportedFacts) -> JobFacts:
         last_success_ms=runs.last_success_ms,
         oldest_open_start=runs.oldest_open_start,
         open_runs=runs.open_runs,
+        # a baseline of its counters (a p95 of per-pass averages) is no measure for
+        # the p95 of its runs: none until one is computed from them
+        baseline_avg_ms=job.baseline_avg_ms if runs.baseline_from_runs else None,
+        baseline_p95_ms=job.baseline_p95_ms if runs.baseline_from_runs else None,
     )
 
 

@@ -8,6 +8,9 @@ Each pass
   the cut-off stays whole), oldest first;
 - deletes the rows of the default partition older than the cut-off, and the starts
   in `jobwarden.run_starts` older than it (runs whose end never came);
+- forgets that a job reports its runs (`jobwarden.run_jobs`) once it has reported
+  none since the cut-off and has no run open or waiting: it is judged from its
+  counters again;
 - never touches `jobwarden.run_inbox`: a run not yet added up is still added up.
 
 Nothing waits long on the web app's locks: every statement runs under a `lock_timeout`
@@ -76,6 +79,13 @@ PRUNE_DEFAULT = "DELETE FROM jobwarden.{} WHERE recorded_at < $1"
 
 PRUNE_STARTS = "DELETE FROM jobwarden.run_starts WHERE started_at < $1"
 
+RELEASE_JOBS = """
+DELETE FROM jobwarden.run_jobs j
+WHERE coalesce(j.last_run_at, j.created_at) < $1 AND j.created_at < $1
+  AND NOT EXISTS (SELECT 1 FROM jobwarden.run_starts s WHERE s.job_id = j.job_id)
+  AND NOT EXISTS (SELECT 1 FROM jobwarden.run_inbox i WHERE i.job_id = j.job_id)
+"""
+
 # What a pass gives up on, to try again at the next one.
 _LOCK_BUSY: tuple[type[BaseException], ...] = (
     asyncpg.LockNotAvailableError,
@@ -89,6 +99,7 @@ class RetentionResult:
     dropped: tuple[str, ...]  # daily partitions dropped, oldest first
     default_deleted: int  # rows deleted from the default partition
     starts_deleted: int  # abandoned starts deleted
+    jobs_released: int = 0  # jobs judged from their counters again
     lock_busy: tuple[str, ...] = ()  # what waited too long for a lock
 
     def log_fields(self) -> dict[str, object]:
@@ -97,6 +108,7 @@ class RetentionResult:
             "partitions_dropped": len(self.dropped),
             "default_rows_deleted": self.default_deleted,
             "run_starts_deleted": self.starts_deleted,
+            "jobs_released": self.jobs_released,
         }
         if self.dropped:
             fields["dropped"] = list(self.dropped)
@@ -145,6 +157,12 @@ async def ensure_partitions(conn: Conn, today: date, busy: list[str]) -> int:
         except _LOCK_BUSY as exc:
             busy.append(_busy(f"runs_p{day:%Y%m%d}", exc))
             break
+        except asyncpg.PostgresError as exc:  # that day only: the others still come
+            log.error(
+                "runs retention: could not create a daily partition",
+                day=day.isoformat(),
+                error=f"{type(exc).__name__}: {exc}",
+            )
     return created
 
 
@@ -222,6 +240,7 @@ async def run_once(ctx: AppContext, now: datetime) -> RetentionResult:
             if default is not None:
                 default_deleted = await prune_default(conn, default, cutoff, busy)
             starts_deleted = await prune_starts(conn, cutoff, busy)
+            released = affected(await conn.execute(RELEASE_JOBS, cutoff))
         finally:
             if not conn.is_closed():
                 await conn.execute("RESET lock_timeout")
@@ -230,5 +249,6 @@ async def run_once(ctx: AppContext, now: datetime) -> RetentionResult:
         dropped=tuple(dropped),
         default_deleted=default_deleted,
         starts_deleted=starts_deleted,
+        jobs_released=released,
         lock_busy=tuple(busy),
     )

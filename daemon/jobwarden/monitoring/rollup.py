@@ -24,6 +24,7 @@ from jobwarden.db.pg import Conn
 from jobwarden.db.prisma import to_prisma
 
 FOLD_BATCH = 5000
+FOLD_MAX_BATCHES = 20  # per pass: a backlog is worked off over passes, alerts go on
 FOLD_ATTEMPTS = 3  # a job's row created by the web app mid-fold, or a deadlock with it
 FOLD_LOCK_KEY = 0x4A57464F4C44524E  # "JWFOLDRN"
 
@@ -59,11 +60,14 @@ WITH taken AS (
         "successCount" = m."successCount" + p.successes,
         "failureCount" = m."failureCount" + p.failures,
         "totalDurationMs" = m."totalDurationMs" + p.total_ms,
-        -- no duration known among the new runs: the minimum stays; a row with no run
-        -- counted yet holds the default 0, not a minimum
-        "minDurationMs" = CASE WHEN p.min_ms IS NULL THEN m."minDurationMs"
-                               WHEN m."totalExecutions" = 0 THEN p.min_ms
-                               ELSE least(m."minDurationMs", p.min_ms) END,
+        -- no duration known among the new runs: the minimum stays. A row with no
+        -- duration counted yet (no run, or runs of unknown duration: 0 and 0) holds
+        -- the default 0, not a minimum.
+        "minDurationMs" = CASE
+            WHEN p.min_ms IS NULL THEN m."minDurationMs"
+            WHEN m."totalExecutions" = 0 OR m."minDurationMs" = 0 AND m."maxDurationMs" = 0
+                THEN p.min_ms
+            ELSE least(m."minDurationMs", p.min_ms) END,
         "maxDurationMs" = greatest(m."maxDurationMs", coalesce(p.max_ms, 0)),
         "lastExecutionAt" = greatest(m."lastExecutionAt", p.last_at AT TIME ZONE 'UTC'),
         "lastSuccessAt" = greatest(m."lastSuccessAt", p.last_success_at AT TIME ZONE 'UTC'),
@@ -137,9 +141,10 @@ class _RowAppeared(Exception):
 
 
 async def fold_runs(conn: Conn, now: datetime, *, batch: int = FOLD_BATCH) -> FoldResult:
-    """Add every run waiting in the inbox to job_metrics, a batch per transaction."""
+    """Add the runs waiting in the inbox to job_metrics, a batch per transaction, at
+    most FOLD_MAX_BATCHES (the rest at the next pass)."""
     runs = jobs = 0
-    while True:
+    for _ in range(FOLD_MAX_BATCHES):
         row: Any = None
         for attempt in range(FOLD_ATTEMPTS):
             try:
@@ -155,4 +160,5 @@ async def fold_runs(conn: Conn, now: datetime, *, batch: int = FOLD_BATCH) -> Fo
                     raise
         runs, jobs = runs + row["runs"], jobs + row["jobs"]
         if row["runs"] < batch:
-            return FoldResult(runs, jobs)
+            break
+    return FoldResult(runs, jobs)

@@ -24,7 +24,8 @@ from jobwarden.monitoring.model import Window
 RECORDED_SLACK = timedelta(hours=1)
 
 RUN_JOBS = """
-SELECT job_id, last_run_at, last_success_at, last_failure_at, last_success_ms, failure_streak
+SELECT job_id, last_run_at, last_success_at, last_failure_at, last_success_ms, failure_streak,
+       baseline_at IS NOT NULL AS baseline_from_runs
 FROM jobwarden.run_jobs
 """
 
@@ -62,6 +63,7 @@ class ReportedFacts:
     regression_window: Window = field(default_factory=Window)
     oldest_open_start: datetime | None = None
     open_runs: int = 0
+    baseline_from_runs: bool = False  # else its baseline, if any, is its counters'
 
 
 async def reported_facts(
@@ -89,6 +91,7 @@ async def reported_facts(
             last_failure_at=job.get("last_failure_at"),
             last_success_ms=job.get("last_success_ms"),
             failure_streak=job.get("failure_streak", 0),
+            baseline_from_runs=job.get("baseline_from_runs", False),
             failure_window=failure,
             regression_window=regression,
             oldest_open_start=None if opens is None else opens["oldest"],

@@ -25,6 +25,9 @@ MAX_BATCH = 1000
 MAX_TEXT_BYTES = 10 * 1024  # a ping's body, a batch item's error
 MAX_METADATA_BYTES = 10 * 1024
 MAX_DURATION_MS = 2**31 - 1  # job_metrics keeps durations as INTEGER
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # what the table takes (sql/0005)
+FUTURE_SLACK = timedelta(minutes=5)  # clocks disagree a little; never by days
+MAX_METADATA_DEPTH = 32
 OUTCOMES = {"success": "success", "failure": "failure"}
 _BATCH_FIELDS = frozenset(
     {"jobId", "status", "durationMs", "startedAt", "finishedAt", "error", "metadata"}
@@ -95,38 +98,74 @@ def duration_ms(value: Any, name: str = "durationMs") -> int:
 
 def duration_text(value: str, name: str = "duration_ms") -> int:
     """The same, from a query string."""
-    if not value.isdigit():
-        raise InvalidRun(name, "must be a non-negative integer of milliseconds")
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_DURATION_MS))):
+        raise InvalidRun(name, f"must be an integer of milliseconds, 0 to {MAX_DURATION_MS}")
     return duration_ms(int(value), name)
 
 
-def instant(value: Any, name: str) -> datetime:
-    """ISO 8601; without an offset it is UTC."""
+def instant(value: Any, name: str, now: datetime) -> datetime:
+    """ISO 8601 (without an offset: UTC), from 2000 until a few minutes after `now`."""
     if not isinstance(value, str):
         raise InvalidRun(name, "must be an ISO 8601 time")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidRun(name, "must be an ISO 8601 time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment < EARLIEST:
+        raise InvalidRun(name, "must not be before 2000")
+    if moment > now + FUTURE_SLACK:
+        raise InvalidRun(name, "must not be in the future")
+    return moment
 
 
 def error_text(raw: bytes | str, name: str) -> str | None:
-    data = raw.encode() if isinstance(raw, str) else raw
+    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
     if len(data) > MAX_TEXT_BYTES:
         raise InvalidRun(name, f"must be at most {MAX_TEXT_BYTES} bytes")
     return storable(data.decode("utf-8", "replace").strip()) or None
 
 
 def _metadata(value: Any, name: str) -> dict[str, Any]:
+    """A JSON object PostgreSQL's jsonb takes: no NaN or Infinity, no NUL, no lone
+    surrogate, at most MAX_METADATA_DEPTH deep and MAX_METADATA_BYTES long."""
     if not isinstance(value, dict):
         raise InvalidRun(name, "must be a JSON object")
-    text = json.dumps(value)
-    if len(text.encode()) > MAX_METADATA_BYTES:
+    if problem := _unstorable(value, MAX_METADATA_DEPTH):
+        raise InvalidRun(name, f"must not hold {problem}")
+    try:
+        size = len(json.dumps(value, allow_nan=False, ensure_ascii=False).encode())
+    except ValueError:
+        raise InvalidRun(name, "must not hold NaN or Infinity") from None
+    if size > MAX_METADATA_BYTES:
         raise InvalidRun(name, f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
-    if "\\u0000" in text:
-        raise InvalidRun(name, "must not hold a NUL character (PostgreSQL's jsonb refuses it)")
     return value
+
+
+def _unstorable(value: Any, depth: int) -> str | None:
+    """What in a decoded JSON value jsonb refuses, if anything."""
+    if depth < 0:
+        return f"more than {MAX_METADATA_DEPTH} levels of nesting"
+    texts: list[str] = []
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, dict):
+        texts = list(value)
+        for item in value.values():
+            if problem := _unstorable(item, depth - 1):
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            if problem := _unstorable(item, depth - 1):
+                return problem
+    for text in texts:
+        if "\x00" in text:
+            return "a NUL character"
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return "a lone surrogate (not UTF-8)"
+    return None
 
 
 def parse_batch(body: Any, now: datetime) -> list[Run]:
@@ -155,12 +194,12 @@ def _parse_item(item: Any, at: str, now: datetime) -> Run:
     if outcome is None:
         raise InvalidRun(f"{at}status", 'must be "success" or "failure"')
     duration = duration_ms(item["durationMs"], f"{at}durationMs")
-    started = _optional_instant(item, "startedAt", at)
-    finished = _optional_instant(item, "finishedAt", at)
+    started = _optional_instant(item, "startedAt", at, now)
+    finished = _optional_instant(item, "finishedAt", at, now)
     if finished is None:
         finished = now if started is None else started + timedelta(milliseconds=duration)
     if started is None:
-        started = finished - timedelta(milliseconds=duration)
+        started = max(finished - timedelta(milliseconds=duration), EARLIEST)
     elif started > finished:
         raise InvalidRun(f"{at}finishedAt", "must not be before startedAt")
     error = item.get("error")
@@ -178,9 +217,11 @@ def _parse_item(item: Any, at: str, now: datetime) -> Run:
     )
 
 
-def _optional_instant(item: Mapping[str, Any], name: str, at: str) -> datetime | None:
+def _optional_instant(
+    item: Mapping[str, Any], name: str, at: str, now: datetime
+) -> datetime | None:
     value = item.get(name)
-    return None if value is None else instant(value, f"{at}{name}")
+    return None if value is None else instant(value, f"{at}{name}", now)
 
 
 # --- writing ------------------------------------------------------------------------------
