@@ -1,11 +1,18 @@
-"""What the benches share: ports, the daemon's readiness and memory, percentiles.
+"""What the benches share: ports, databases, the daemon (its spawn, readiness and memory),
+CPU by process group, percentiles.
 
 Not a bench itself (`make bench` runs `bench/[!_]*.py`); each bench imports it from
 its own directory.
 """
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import psutil
@@ -61,3 +68,162 @@ def log_findings(log_path: Path) -> str:
     found = [line for line in lines if "level=warning" in line or "level=error" in line]
     shown = "".join(f"\n    {line[:200]}" for line in found[:5])
     return f"daemon log: {len(found)} warning or error lines{shown}"
+
+
+# --- databases, a daemon, CPU (dlq_drain and alert_delivery keep their own copies) ---
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    """A fresh, migrated database `name` on the server of `admin_dsn` (dropped first
+    if it exists); its DSN."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    from jobwarden.db.migrations import apply_migrations, load_migrations
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(admin_dsn)
+    dsn = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
+    try:
+        await apply_migrations(conn, load_migrations(), lock_timeout=30)
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# Settings a bench's daemon must not inherit from the shell (channels, retries).
+_DAEMON_UNSET = (
+    "DIRECT_URL",
+    "ALERT_WEBHOOK_URL",
+    "SLACK_WEBHOOK_URL",
+    "SENDGRID_API_KEY",
+    "ALERT_EMAIL_FROM",
+    "ALERT_EMAIL_RECIPIENTS",
+)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    dsn: str, state: Path, log_path: Path, port: int = 0, env: Mapping[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A `jobwarden run` on `dsn`, ready (READY=1 on its NOTIFY_SOCKET), logging at
+    warning to `log_path`, its HTTP API on `port`; stopped by SIGTERM on leaving (its
+    last lines printed to stderr if it did not exit cleanly)."""
+    address = f"@jobwarden-bench-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + address[1:])
+    sock.setblocking(False)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JOBWARDEN_")}
+    for name in _DAEMON_UNSET:
+        full_env.pop(name, None)
+    full_env |= {
+        "DATABASE_URL": dsn,
+        "NOTIFY_SOCKET": address,
+        "JOBWARDEN_HTTP_PORT": str(port),
+        "JOBWARDEN_STATE_DIR": str(state),
+        "JOBWARDEN_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
+    proc: asyncio.subprocess.Process | None = None
+    with log_path.open("wb") as log_file:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "jobwarden", "run", env=full_env, stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            await asyncio.wait_for(wait_ready(sock, proc), 60)
+            yield proc
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 60)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            if proc is not None and proc.returncode not in (0, -signal.SIGTERM):
+                _print_tail(log_path, proc.returncode)
+            sock.close()
+
+
+def _print_tail(log_path: Path, returncode: int | None) -> None:
+    tail = log_path.read_text(errors="replace").splitlines()[-30:]
+    print(f"the daemon exited with {returncode}; its last lines:", *tail, sep="\n", file=sys.stderr)
+
+
+_BUSY = ("nice", "irq", "softirq")  # besides user and system, where psutil has them
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by each group of processes since it was made
+    (or last reset), and by the rest of the machine (every CPU's busy time, less the
+    groups': other processes, the kernel). A group is a function listing its processes
+    when read, so server processes started meanwhile count; read before closing
+    connections (a process gone is missed)."""
+
+    REST = "rest of the machine"
+
+    def __init__(self, groups: Mapping[str, Callable[[], list[psutil.Process]]]) -> None:
+        self.groups = dict(groups)
+        self.before, self.busy_before = self._read(), self._busy()
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        times: dict[str, dict[int, float]] = {}
+        for group, procs in self.groups.items():
+            times[group] = {}
+            for proc in procs():
+                with contextlib.suppress(psutil.Error):
+                    cpu = proc.cpu_times()
+                    times[group][proc.pid] = cpu.user + cpu.system
+        return times
+
+    @staticmethod
+    def _busy() -> float:
+        cpu = psutil.cpu_times()  # Linux: guest time is within user time
+        return float(cpu.user + cpu.system + sum(getattr(cpu, f, 0.0) for f in _BUSY))
+
+    def reset(self) -> None:
+        self.before, self.busy_before = self._read(), self._busy()
+
+    def used(self) -> dict[str, float]:
+        used = {
+            group: sum(t - self.before[group].get(pid, 0.0) for pid, t in pids.items())
+            for group, pids in self._read().items()
+        }
+        busy = self._busy() - self.busy_before
+        used[self.REST] = max(0.0, busy - sum(used.values()))
+        return used
+
+
+def cpu_groups(
+    daemon_pid: int | None, postmaster_pid: int | None
+) -> dict[str, Callable[[], list[psutil.Process]]]:
+    """The daemon, PostgreSQL (the postmaster and its children, when it is known: not
+    with BENCH_DATABASE_URL) and this process."""
+    groups: dict[str, Callable[[], list[psutil.Process]]] = {}
+    if daemon_pid is not None:
+        daemon = psutil.Process(daemon_pid)
+        groups["daemon"] = lambda: [daemon]
+    if postmaster_pid is not None:
+        postmaster = psutil.Process(postmaster_pid)
+        groups["PostgreSQL"] = lambda: [postmaster, *postmaster.children(recursive=True)]
+    bench = psutil.Process()
+    groups["bench"] = lambda: [bench]
+    return groups
