@@ -14,6 +14,7 @@ toward the streak when it finished after the newest success; a success newer tha
 the known one restarts the count from the failures that finished after it.
 """
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,10 @@ from jobwarden.db.pg import Conn
 from jobwarden.db.prisma import to_prisma
 
 FOLD_BATCH = 5000
-FOLD_MAX_BATCHES = 20  # per pass: a backlog is worked off over passes, alerts go on
+# Seconds a pass spends folding at most (one batch at least): a pass folds several
+# hundred thousand runs a second, so ingest at 50,000 runs/s is kept up with, and a
+# backlog after an outage is worked off over passes while alerts go on.
+FOLD_TIME_LIMIT = 10.0
 FOLD_ATTEMPTS = 3  # a job's row created by the web app mid-fold, or a deadlock with it
 FOLD_LOCK_KEY = 0x4A57464F4C44524E  # "JWFOLDRN"
 
@@ -140,11 +144,14 @@ class _RowAppeared(Exception):
     """The web app created a job's row while the fold ran: undo the fold, fold again."""
 
 
-async def fold_runs(conn: Conn, now: datetime, *, batch: int = FOLD_BATCH) -> FoldResult:
-    """Add the runs waiting in the inbox to job_metrics, a batch per transaction, at
-    most FOLD_MAX_BATCHES (the rest at the next pass)."""
+async def fold_runs(
+    conn: Conn, now: datetime, *, batch: int = FOLD_BATCH, time_limit: float = FOLD_TIME_LIMIT
+) -> FoldResult:
+    """Add the runs waiting in the inbox to job_metrics, a batch per transaction, until
+    none is left or `time_limit` seconds have passed (the rest at the next pass)."""
     runs = jobs = 0
-    for _ in range(FOLD_MAX_BATCHES):
+    deadline = time.monotonic() + time_limit
+    while True:
         row: Any = None
         for attempt in range(FOLD_ATTEMPTS):
             try:
@@ -159,6 +166,5 @@ async def fold_runs(conn: Conn, now: datetime, *, batch: int = FOLD_BATCH) -> Fo
                 if attempt == FOLD_ATTEMPTS - 1:
                     raise
         runs, jobs = runs + row["runs"], jobs + row["jobs"]
-        if row["runs"] < batch:
-            break
-    return FoldResult(runs, jobs)
+        if row["runs"] < batch or time.monotonic() >= deadline:
+            return FoldResult(runs, jobs)
