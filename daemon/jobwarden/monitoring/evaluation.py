@@ -20,7 +20,7 @@ from jobwarden.monitoring.model import Finding, JobFacts, Knobs, Rule, Verdict, 
 from jobwarden.monitoring.rollup import FoldResult, fold_runs
 from jobwarden.monitoring.rules import evaluate
 from jobwarden.monitoring.runfacts import ReportedFacts, reported_facts
-from jobwarden.monitoring.sampling import Sample, SamplingResult, sample_jobs
+from jobwarden.monitoring.sampling import Sample, SamplingResult, later, sample_jobs
 
 log = get_logger(__name__)
 
@@ -113,9 +113,9 @@ def _from_runs(job: JobFacts, runs: ReportedFacts) -> JobFacts:
         job,
         seen=job.seen or runs.last_run_at is not None,
         reported=True,
-        last_execution_at=_later(job.last_execution_at, runs.last_run_at),
-        last_success_at=_later(job.last_success_at, runs.last_success_at),
-        last_failure_at=_later(job.last_failure_at, runs.last_failure_at),
+        last_execution_at=later(job.last_execution_at, runs.last_run_at),
+        last_success_at=later(job.last_success_at, runs.last_success_at),
+        last_failure_at=later(job.last_failure_at, runs.last_failure_at),
         failure_streak=runs.failure_streak,
         failure_window=runs.failure_window,
         regression_window=runs.regression_window,
@@ -127,10 +127,6 @@ def _from_runs(job: JobFacts, runs: ReportedFacts) -> JobFacts:
         baseline_avg_ms=job.baseline_avg_ms if runs.baseline_from_runs else None,
         baseline_p95_ms=job.baseline_p95_ms if runs.baseline_from_runs else None,
     )
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else max(a, b)
 
 
 async def run_once(ctx: AppContext, now: datetime) -> EvaluationResult:

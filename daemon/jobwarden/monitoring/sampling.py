@@ -169,7 +169,8 @@ def _streak(previous: Sample, reading: Reading, successes: int, failures: int) -
     return 1 if failed_last else 0
 
 
-def _later(before: datetime | None, now: datetime | None) -> datetime | None:
+def later(before: datetime | None, now: datetime | None) -> datetime | None:
+    """The later of two instants, either of which may be unknown."""
     return before if now is None or (before is not None and before > now) else now
 
 
@@ -185,9 +186,9 @@ def _sample(
     return Sample(
         r.job_id, r.row_id, r.row_created_at, r.total_executions, r.success_count,
         r.failure_count, r.total_duration_ms, r.max_duration_ms,
-        _later(p.last_execution_at, r.last_execution_at) if p else r.last_execution_at,
-        _later(p.last_success_at, r.last_success_at) if p else r.last_success_at,
-        _later(p.last_failure_at, r.last_failure_at) if p else r.last_failure_at,
+        later(p.last_execution_at, r.last_execution_at) if p else r.last_execution_at,
+        later(p.last_success_at, r.last_success_at) if p else r.last_success_at,
+        later(p.last_failure_at, r.last_failure_at) if p else r.last_failure_at,
         failure_streak, first_seen_at, now, resets,
     )  # fmt: skip
 
