@@ -1,5 +1,5 @@
-"""What the benches share: ports, databases, the daemon (its spawn, readiness and memory),
-CPU by process group, percentiles.
+"""What the benches share: ports, databases, an AppContext, the daemon (its spawn,
+readiness and memory), CPU by process group, percentiles.
 
 Not a bench itself (`make bench` runs `bench/[!_]*.py`); each bench imports it from
 its own directory.
@@ -12,10 +12,14 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from jobwarden.context import AppContext
 
 
 def free_port() -> int:
@@ -70,12 +74,30 @@ def log_findings(log_path: Path) -> str:
     return f"daemon log: {len(found)} warning or error lines{shown}"
 
 
-# --- databases, a daemon, CPU (dlq_drain and alert_delivery keep their own copies) ---
+# --- databases, an AppContext, a daemon, CPU ---
 
 
-async def create_database(admin_dsn: str, name: str) -> str:
-    """A fresh, migrated database `name` on the server of `admin_dsn` (dropped first
-    if it exists); its DSN."""
+@contextlib.contextmanager
+def postgres(tmp: Path) -> Iterator[tuple[str, int | None]]:
+    """BENCH_DATABASE_URL, or else an embedded PostgreSQL in `tmp`/pg, stopped on
+    leaving: a DSN of its postgres database, and its postmaster's pid (None with
+    BENCH_DATABASE_URL)."""
+    dsn = os.environ.get("BENCH_DATABASE_URL")
+    if dsn:
+        yield dsn, None
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+    try:
+        yield server.get_uri("postgres"), server.get_pid()
+    finally:
+        server.cleanup()
+
+
+async def create_database(admin_dsn: str, name: str, migrate: bool = True) -> str:
+    """A fresh database `name` on the server of `admin_dsn` (dropped first if it
+    exists), migrated unless `migrate` is false; its DSN."""
     from urllib.parse import urlsplit, urlunsplit
 
     import asyncpg
@@ -90,6 +112,8 @@ async def create_database(admin_dsn: str, name: str) -> str:
         await conn.close()
     parts = urlsplit(admin_dsn)
     dsn = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    if not migrate:
+        return dsn
     conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
     try:
         await apply_migrations(conn, load_migrations(), lock_timeout=30)
@@ -106,6 +130,38 @@ async def drop_database(admin_dsn: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def app_context(dsn: str, **env: str) -> AsyncIterator["AppContext"]:
+    """What the daemon hands its passes, with a pool of its own on `dsn` (closed on
+    leaving); `env` sets configuration variables."""
+    import aiohttp
+
+    from jobwarden.config import load_settings
+    from jobwarden.context import AppContext
+    from jobwarden.db.leader import Leadership
+    from jobwarden.db.migrations import load_migrations
+    from jobwarden.db.pool import Database, open_pool
+    from jobwarden.liveness import Liveness
+    from jobwarden.sdnotify import Notifier
+
+    settings = load_settings({"DATABASE_URL": dsn, **env})
+    assert settings.database is not None
+    db = Database(await open_pool(settings.database, settings), settings.database)
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield AppContext(
+                settings=settings,
+                db=db,
+                http=http,
+                notifier=Notifier(None),
+                liveness=Liveness(stale_after=15),
+                migrations=load_migrations(),
+                leader=Leadership(None),
+            )
+    finally:
+        await db.close()
 
 
 # Settings a bench's daemon must not inherit from the shell (channels, retries).

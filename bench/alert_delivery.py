@@ -18,21 +18,19 @@ Targets (issue 6): half of all notifications within 50 ms of the commit, 99 % wi
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
-from _kit import free_port, log_findings, memory_text, percentile, wait_ready
+from _kit import CpuMeter, free_port, log_findings, memory_text, percentile, running_daemon
 from aiohttp import web
 
 from jobwarden.db.pg import Conn
@@ -143,32 +141,19 @@ async def _burst(
     started = time.perf_counter()
     await conn.execute(INSERT_BURST, prefix, BURST)
     committed = time.perf_counter()
-    cpu_before = _cpu_times(processes)
+    # The processes listed before the INSERT: those started since are not counted.
+    meter = CpuMeter({group: partial(list, procs) for group, procs in processes.items()})
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(receiver.burst_done.wait(), BURST_TIMEOUT)
-    cpu_used = _cpu_used(cpu_before, _cpu_times(processes))
+    cpu_used = _cpu_text(meter.used())
     arrivals = sorted(t for k, t in receiver.arrivals.items() if k.startswith(prefix))
     return Burst(committed - started, committed, arrivals, cpu_used)
 
 
-def _cpu_times(processes: dict[str, list[Any]]) -> dict[str, dict[int, float]]:
-    """CPU seconds (user + system) so far of each process, by group and pid."""
-    times: dict[str, dict[int, float]] = {}
-    for group, procs in processes.items():
-        times[group] = {}
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                cpu = proc.cpu_times()
-                times[group][proc.pid] = cpu.user + cpu.system
-    return times
-
-
-def _cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> str:
-    used = {
-        group: sum(t - before.get(group, {}).get(pid, 0.0) for pid, t in pids.items())
-        for group, pids in after.items()
-    }
-    shown = ", ".join(f"{group} {seconds:.1f} s" for group, seconds in used.items())
+def _cpu_text(used: dict[str, float]) -> str:
+    shown = ", ".join(
+        f"{group} {seconds:.1f} s" for group, seconds in used.items() if group != CpuMeter.REST
+    )
     return f"{shown} ({os.cpu_count()} cores)"
 
 
@@ -227,69 +212,37 @@ def _report_burst(burst: Burst, receiver: Receiver, prefix: str) -> list[str]:
 async def _run(dsn: str, state: Path, postmaster_pid: int | None) -> list[str]:
     receiver = Receiver()
     runner, hook_url = await _start_receiver(receiver)
-    address = f"@jobwarden-bench-{uuid.uuid4().hex}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + address[1:])
-    sock.setblocking(False)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JOBWARDEN_")},
-        "DATABASE_URL": dsn,
-        "NOTIFY_SOCKET": address,
         "ALERT_WEBHOOK_URL": hook_url,
         "JOBWARDEN_WEBHOOK_MIN_SEVERITY": "INFO",
-        "JOBWARDEN_HTTP_PORT": "0",
-        "JOBWARDEN_STATE_DIR": str(state),
-        "JOBWARDEN_LOG_LEVEL": "warning",  # an info line per delivery would slow the burst
-    }
-    for name in ("DIRECT_URL", "SLACK_WEBHOOK_URL", "SENDGRID_API_KEY", "ALERT_EMAIL_FROM",
-                 "ALERT_EMAIL_RECIPIENTS"):  # fmt: skip
-        env.pop(name, None)
+    }  # the daemon logs at warning: an info line per delivery would slow the burst
     log_path = state / "daemon.log"
     summary: list[str] = []
-    conn: asyncpg.Connection[Any] | None = None
-    proc: asyncio.subprocess.Process | None = None
-    with log_path.open("wb") as log_file:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "jobwarden", "run", env=env, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            await asyncio.wait_for(wait_ready(sock, proc), 60)
+    try:
+        async with running_daemon(dsn, state, log_path, env=env) as proc:
             summary.append(f"daemon resident memory when ready: {memory_text(proc.pid)}")
             conn = await asyncpg.connect(dsn, timeout=10, server_settings={"TimeZone": "UTC"})
+            try:
+                latencies, lost = await _singles(conn, receiver)
+                await asyncio.sleep(SETTLE)
+                summary += _report_singles(latencies, lost, receiver)
+                summary.append(f"  daemon resident memory after them: {memory_text(proc.pid)}")
+                for line in summary:
+                    print(line, flush=True)
+                shown = len(summary)
 
-            latencies, lost = await _singles(conn, receiver)
-            await asyncio.sleep(SETTLE)
-            summary += _report_singles(latencies, lost, receiver)
-            summary.append(f"  daemon resident memory after them: {memory_text(proc.pid)}")
-            for line in summary:
-                print(line, flush=True)
-            shown = len(summary)
-
-            prefix = f"bench-burst-{uuid.uuid4().hex[:8]}-"
-            burst = await _burst(conn, receiver, prefix, _processes(proc.pid, postmaster_pid))
-            await asyncio.sleep(SETTLE)
-            summary += _report_burst(burst, receiver, prefix)
-            summary.append(f"  daemon resident memory after it: {memory_text(proc.pid)}")
-            summary.append(log_findings(log_path))
-            for line in summary[shown:]:
-                print(line, flush=True)
-        finally:
-            if conn is not None:
+                prefix = f"bench-burst-{uuid.uuid4().hex[:8]}-"
+                burst = await _burst(conn, receiver, prefix, _processes(proc.pid, postmaster_pid))
+                await asyncio.sleep(SETTLE)
+                summary += _report_burst(burst, receiver, prefix)
+                summary.append(f"  daemon resident memory after it: {memory_text(proc.pid)}")
+                summary.append(log_findings(log_path))
+                for line in summary[shown:]:
+                    print(line, flush=True)
+            finally:
                 await conn.close(timeout=10)
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 60)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-            if proc is not None and proc.returncode not in (0, -signal.SIGTERM):
-                tail = log_path.read_text(errors="replace").splitlines()[-30:]
-                print(f"the daemon exited with {proc.returncode}; its last lines:", *tail,
-                      sep="\n", file=sys.stderr)  # fmt: skip
-            await runner.cleanup()
-            sock.close()
+    finally:
+        await runner.cleanup()
     return summary
 
 

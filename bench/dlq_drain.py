@@ -33,10 +33,8 @@ import contextlib
 import json
 import multiprocessing
 import os
-import signal
 import socket
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -44,14 +42,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 import psutil
-from _kit import free_port, log_findings, memory_text, percentile, wait_ready
+from _kit import (
+    CpuMeter,
+    cpu_groups,
+    create_database,
+    free_port,
+    log_findings,
+    memory_text,
+    percentile,
+    postgres,
+    running_daemon,
+)
 
-from jobwarden.db.migrations import apply_migrations, load_migrations
 from jobwarden.db.pg import Conn
 from jobwarden.logsetup import configure_logging
 
@@ -247,47 +253,22 @@ async def _start_endpoint() -> tuple[Endpoint, "asyncio.Task[None]"]:
 # --- measuring ----------------------------------------------------------------------------
 
 
-class CpuMeter:
-    """CPU seconds (user + system) used by each group of processes between two reads."""
-
-    def __init__(self, groups: dict[str, Callable[[], list[Any]]]) -> None:
-        self.groups = groups
-        self.before = self._read()
-
-    def _read(self) -> dict[str, dict[int, float]]:
-        times: dict[str, dict[int, float]] = {}
-        for group, procs in self.groups.items():
-            times[group] = {}
-            for proc in procs():
-                with contextlib.suppress(psutil.Error):
-                    cpu = proc.cpu_times()
-                    times[group][proc.pid] = cpu.user + cpu.system
-        return times
-
-    def used(self) -> str:
-        after = self._read()
-        shown = ", ".join(
-            f"{group} {sum(t - self.before[group].get(pid, 0.0) for pid, t in pids.items()):.1f} s"
-            for group, pids in after.items()
-        )
-        return f"{shown} ({os.cpu_count()} cores)"
+# The groups in the order the CPU lines list them (the rest of the machine left out).
+_CPU_ORDER = ("daemon", "bench", "endpoint", "PostgreSQL")
 
 
 def _cpu_groups(
     endpoint: Endpoint, postmaster_pid: int | None, daemon_pid: int | None = None
 ) -> dict[str, Callable[[], list[Any]]]:
-    groups: dict[str, Callable[[], list[Any]]] = {}
-    if daemon_pid is not None:
-        daemon = psutil.Process(daemon_pid)
-        groups["daemon"] = lambda: [daemon]
-    bench = psutil.Process()
-    groups["bench"] = lambda: [bench]
+    groups = cpu_groups(daemon_pid, postmaster_pid)
     endpoint_proc = psutil.Process(endpoint.process.pid)
     groups["endpoint"] = lambda: [endpoint_proc]
-    if postmaster_pid is not None:
-        postmaster = psutil.Process(postmaster_pid)
-        groups["PostgreSQL"] = lambda: [postmaster, *postmaster.children(recursive=True)]
     return groups
+
+
+def _cpu_text(used: dict[str, float]) -> str:
+    shown = ", ".join(f"{group} {used[group]:.1f} s" for group in _CPU_ORDER if group in used)
+    return f"{shown} ({os.cpu_count()} cores)"
 
 
 async def _outcomes(conn: Conn, ids: list[str]) -> str:
@@ -330,7 +311,7 @@ class Drain:
 
 
 async def _hand_loop(
-    dsn: str, url: str, concurrency: int, batch: int, meter: "CpuMeter"
+    dsn: str, url: str, concurrency: int, batch: int, meter: CpuMeter
 ) -> tuple[float, int, str]:
     """Drain every PENDING entry; (monotonic when the last outcome was written, claims,
     the CPU used), the CPU read before the loop's connections close (the meter would
@@ -399,7 +380,7 @@ async def _hand_loop(
             claiming = asyncio.create_task(claimer())
             finished = await writer()
             await asyncio.gather(claiming, *tasks)
-            cpu = meter.used()
+            cpu = _cpu_text(meter.used())
     finally:
         await claim_conn.close()
         await write_conn.close()
@@ -508,42 +489,22 @@ async def _daemon_run(
     postmaster_pid: int | None,
     singles: bool,
 ) -> tuple[Drain, list[str]]:
-    address = f"@jobwarden-bench-{uuid.uuid4().hex}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + address[1:])
-    sock.setblocking(False)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JOBWARDEN_")},
-        "DATABASE_URL": dsn,
-        "NOTIFY_SOCKET": address,
         "JOBWARDEN_DLQ_RETRY_URL": endpoint.url,
         "JOBWARDEN_DLQ_CONCURRENCY": str(concurrency),
-        "JOBWARDEN_HTTP_PORT": "0",
-        "JOBWARDEN_STATE_DIR": str(state),
-        "JOBWARDEN_LOG_LEVEL": "warning",  # an info line per retry would slow the drain
-    }
-    for name in ("DIRECT_URL", "ALERT_WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SENDGRID_API_KEY",
-                 "ALERT_EMAIL_FROM", "ALERT_EMAIL_RECIPIENTS"):  # fmt: skip
-        env.pop(name, None)
+    }  # the daemon logs at warning: an info line per retry would slow the drain
     log_path = state / f"daemon-{concurrency}.log"
-    conn: asyncpg.Connection[Any] | None = None
-    proc: asyncio.subprocess.Process | None = None
     latency: list[str] = []
-    with log_path.open("wb") as log_file:
+    async with running_daemon(dsn, state, log_path, env=env) as proc:
+        ready_memory = memory_text(proc.pid)
+        conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "jobwarden", "run", env=env, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            await asyncio.wait_for(wait_ready(sock, proc), 60)
-            ready_memory = memory_text(proc.pid)
-            conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
             async with aiohttp.ClientSession() as http:
                 await endpoint.stats(http, reset=True)
                 meter = CpuMeter(_cpu_groups(endpoint, postmaster_pid, proc.pid))
                 inserted_in, committed = await _insert(conn, ids)
                 drained = await _wait_drained(dsn, proc)
-                cpu = meter.used()
+                cpu = _cpu_text(meter.used())
                 stats = await endpoint.stats(http)
             seconds = drained - committed
             drain_memory = memory_text(proc.pid)
@@ -562,20 +523,7 @@ async def _daemon_run(
                 latency = _report_singles(values, lost, concurrency)
             lines.append(f"  {log_findings(log_path)}")
         finally:
-            if conn is not None:
-                await conn.close(timeout=10)
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 60)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-            if proc is not None and proc.returncode not in (0, -signal.SIGTERM):
-                tail = log_path.read_text(errors="replace").splitlines()[-30:]
-                print(f"the daemon exited with {proc.returncode}; its last lines:", *tail,
-                      sep="\n", file=sys.stderr)  # fmt: skip
-            sock.close()
+            await conn.close(timeout=10)
     return Drain(seconds, lines), latency
 
 
@@ -598,23 +546,6 @@ def _report_singles(latencies: list[float], lost: int, concurrency: int) -> list
 # --- the run ------------------------------------------------------------------------------
 
 
-async def _create_database(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(admin_dsn)
-    dsn = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
-    try:
-        await apply_migrations(conn, load_migrations(), lock_timeout=30)
-    finally:
-        await conn.close()
-    return dsn
-
-
 async def _run(admin_dsn: str, state: Path, postmaster_pid: int | None) -> list[str]:
     endpoint, listening = await _start_endpoint()
     ids = [f"c{uuid.uuid4().hex[:24]}" for _ in range(ENTRIES)]
@@ -624,14 +555,14 @@ async def _run(admin_dsn: str, state: Path, postmaster_pid: int | None) -> list[
             hands: list[Drain] = []
             for per_slot in HAND_CLAIMS:
                 name = f"jobwarden_bench_dlq_hand_{concurrency}_{per_slot}"
-                dsn = await _create_database(admin_dsn, name)
+                dsn = await create_database(admin_dsn, name)
                 batch = per_slot * concurrency
                 drain = await _hand_run(dsn, endpoint, concurrency, batch, ids, postmaster_pid)
                 hands.append(drain)
                 for line in drain.lines:
                     print(line, flush=True)
             hand = max(hands, key=lambda h: h.rate)
-            dsn = await _create_database(admin_dsn, f"jobwarden_bench_dlq_daemon_{concurrency}")
+            dsn = await create_database(admin_dsn, f"jobwarden_bench_dlq_daemon_{concurrency}")
             daemon, latency = await _daemon_run(
                 dsn, state, endpoint, concurrency, ids, postmaster_pid,
                 singles=concurrency == CONCURRENCIES[0],
@@ -660,19 +591,11 @@ async def _run(admin_dsn: str, state: Path, postmaster_pid: int | None) -> list[
 
 async def main() -> None:
     configure_logging(level="warning")  # the migrations of each fresh database: figures only
-    with tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp:
-        dsn = os.environ.get("BENCH_DATABASE_URL")
-        server = None
-        if not dsn:
-            import pgserver
-
-            server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-            dsn = server.get_uri("postgres")
-        try:
-            summary = await _run(dsn, Path(tmp), None if server is None else server.get_pid())
-        finally:
-            if server is not None:
-                server.cleanup()
+    with (
+        tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp,
+        postgres(Path(tmp)) as (dsn, postmaster_pid),
+    ):
+        summary = await _run(dsn, Path(tmp), postmaster_pid)
     print(
         f"\nsummary (targets: ≥ {TARGET_RATE:,.0f} entries/s and ≥ {TARGET_RATIO:g} x the "
         "hand-written loop; pickup within 1 s)"

@@ -21,21 +21,14 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import asyncpg
 import psutil
+from _kit import app_context, create_database
 
-from jobwarden.config import load_settings
-from jobwarden.context import AppContext
-from jobwarden.db.leader import Leadership
 from jobwarden.db.migrations import apply_migrations, load_migrations
-from jobwarden.db.pool import Database, open_pool
-from jobwarden.liveness import Liveness
 from jobwarden.logsetup import configure_logging
 from jobwarden.monitoring import baselines, evaluation, status
-from jobwarden.sdnotify import Notifier
 
 JOBS = 1000
 FAILING = 50
@@ -73,17 +66,6 @@ UPDATE job_metrics SET
 """
 
 
-async def _create_database(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(admin_dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
 async def _seed(dsn: str, days: int, now: datetime) -> None:
     conn = await asyncpg.connect(dsn, server_settings={"TimeZone": "UTC"})
     try:
@@ -106,19 +88,7 @@ async def _seed(dsn: str, days: int, now: datetime) -> None:
 async def _measure(dsn: str, days: int) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     await _seed(dsn, days, now)
-    settings = load_settings({"DATABASE_URL": dsn, "JOBWARDEN_HISTORY_RETENTION": "400d"})
-    assert settings.database is not None
-    db = Database(await open_pool(settings.database, settings), settings.database)
-    async with aiohttp.ClientSession() as http:
-        ctx = AppContext(
-            settings=settings,
-            db=db,
-            http=http,
-            notifier=Notifier(None),
-            liveness=Liveness(stale_after=15),
-            migrations=load_migrations(),
-            leader=Leadership(None),
-        )
+    async with app_context(dsn, JOBWARDEN_HISTORY_RETENTION="400d") as ctx:
         started = time.perf_counter()
         await baselines.run_once(ctx, now)
         print(f"  baselines pass: {(time.perf_counter() - started) * 1000:.0f} ms")
@@ -126,7 +96,7 @@ async def _measure(dsn: str, days: int) -> None:
         timings = []
         for n in range(1, PASSES + 1):
             moment = now + timedelta(seconds=30 * n)
-            async with db.connection() as conn:
+            async with ctx.db.connection() as conn:
                 await conn.execute(
                     ONE_ROUND_OF_RUNS, (moment - timedelta(seconds=1)).replace(tzinfo=None),
                     f"job-{FAILING:04d}",
@@ -140,13 +110,12 @@ async def _measure(dsn: str, days: int) -> None:
             f"{len(result.alerts.updated)} alerts updated): p50 {statistics.median(timings):.0f} "
             f"ms, p95 {p95:.0f} ms, max {max(timings):.0f} ms"
         )
-        async with db.connection() as conn:
+        async with ctx.db.connection() as conn:
             for name, view in (("jobs list / GET /api/jobs", status.list_jobs),
                                ("GET /api/metrics", status.job_metrics)):  # fmt: skip
                 started = time.perf_counter()
-                await view(conn, settings, moment)
+                await view(conn, ctx.settings, moment)
                 print(f"  {name} ({JOBS} jobs): {(time.perf_counter() - started) * 1000:.0f} ms")
-    await db.close()
 
 
 async def _daemon_rss(dsn: str, state: Path) -> None:
@@ -185,7 +154,7 @@ async def main() -> None:
             admin = str(pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop").get_uri())
         for label, days in (("1 month", 30), ("1 year", 365)):
             print(f"history: {label}")
-            dsn = await _create_database(admin, f"bench_{days}d")
+            dsn = await create_database(admin, f"bench_{days}d", migrate=False)  # _seed migrates
             await _measure(dsn, days)
             if days == 365:
                 await _daemon_rss(dsn, Path(tmp))

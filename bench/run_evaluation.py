@@ -20,29 +20,19 @@ Target (issue 8): a pass ≤ 100 ms whatever the history size. Printed, never as
 """
 
 import asyncio
-import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import asyncpg
-from _kit import create_database
+from _kit import app_context, create_database, postgres
 
-from jobwarden.config import load_settings
 from jobwarden.context import AppContext
-from jobwarden.db.leader import Leadership
-from jobwarden.db.migrations import load_migrations
-from jobwarden.db.pool import Database, open_pool
-from jobwarden.liveness import Liveness
 from jobwarden.logsetup import configure_logging
 from jobwarden.monitoring import baselines, evaluation
 from jobwarden.monitoring.runs import Run, record_runs, start
-from jobwarden.sdnotify import Notifier
 
 JOBS = 1000
 HISTORIES = (1_000_000, 10_000_000)
@@ -120,26 +110,6 @@ async def _load(dsn: str, rows: int, now: datetime) -> None:
         await conn.close()
 
 
-@asynccontextmanager
-async def _context(dsn: str) -> AsyncIterator[AppContext]:
-    settings = load_settings({"DATABASE_URL": dsn})
-    assert settings.database is not None
-    db = Database(await open_pool(settings.database, settings), settings.database)
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield AppContext(
-                settings=settings,
-                db=db,
-                http=http,
-                notifier=Notifier(None),
-                liveness=Liveness(stale_after=15),
-                migrations=load_migrations(),
-                leader=Leadership(None),
-            )
-    finally:
-        await db.close()
-
-
 def _new_runs(moment: datetime, n: int, count: int) -> list[Run]:
     """`count` runs since the previous pass, of jobs in turn; one in 20 failed."""
     return [
@@ -193,29 +163,21 @@ async def _measure(ctx: AppContext, now: datetime, rows: int) -> list[str]:
 async def main() -> None:
     configure_logging(level="error")  # the passes raise alerts: figures only
     summary: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp:
-        admin = os.environ.get("BENCH_DATABASE_URL")
-        server = None
-        if not admin:
-            import pgserver
-
-            server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-            admin = server.get_uri("postgres")
-        try:
-            for rows in HISTORIES:
-                print(f"history: {rows:,} runs", flush=True)
-                now = datetime.now(UTC).replace(microsecond=0)
-                name = f"jobwarden_bench_runs_{rows}"
-                dsn = await create_database(admin, name)
-                await _load(dsn, rows, now)
-                async with _context(dsn) as ctx:
-                    lines = await _measure(ctx, now, rows)
-                for line in lines:
-                    print(f"  {line}", flush=True)
-                summary += [f"{rows:,} runs: {line}" for line in lines]
-        finally:
-            if server is not None:
-                server.cleanup()
+    with (
+        tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp,
+        postgres(Path(tmp)) as (admin, _),
+    ):
+        for rows in HISTORIES:
+            print(f"history: {rows:,} runs", flush=True)
+            now = datetime.now(UTC).replace(microsecond=0)
+            name = f"jobwarden_bench_runs_{rows}"
+            dsn = await create_database(admin, name)
+            await _load(dsn, rows, now)
+            async with app_context(dsn) as ctx:
+                lines = await _measure(ctx, now, rows)
+            for line in lines:
+                print(f"  {line}", flush=True)
+            summary += [f"{rows:,} runs: {line}" for line in lines]
     print("\nsummary")
     for line in summary:
         print(f"  {line}")

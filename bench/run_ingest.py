@@ -54,6 +54,7 @@ from _kit import (
     log_findings,
     memory_text,
     percentile,
+    postgres,
     running_daemon,
 )
 
@@ -516,19 +517,11 @@ async def _run(admin_dsn: str, state: Path, postmaster_pid: int | None) -> list[
 
 async def main() -> None:
     configure_logging(level="warning")  # the migrations of each fresh database: figures only
-    with tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp:
-        dsn = os.environ.get("BENCH_DATABASE_URL")
-        server = None
-        if not dsn:
-            import pgserver
-
-            server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-            dsn = server.get_uri("postgres")
-        try:
-            summary = await _run(dsn, Path(tmp), None if server is None else server.get_pid())
-        finally:
-            if server is not None:
-                server.cleanup()
+    with (
+        tempfile.TemporaryDirectory(prefix="jobwarden-bench-") as tmp,
+        postgres(Path(tmp)) as (dsn, postmaster_pid),
+    ):
+        summary = await _run(dsn, Path(tmp), postmaster_pid)
     print(
         f"\nsummary (targets: ≥ {TARGET_RATE:,.0f} runs/s batched and ≥ {TARGET_RATIO:g} x a "
         f"bare COPY of the same rows; ≥ {TARGET_PINGS:,.0f} pings/s)"
