@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.api.body import capped_body
 from jobwarden.api.errors import BadRequest
 from jobwarden.api.state import API_STATE
@@ -45,7 +46,7 @@ async def ping_start(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     async with request.app[API_STATE].ctx.db.connection() as conn:
         await runs.start(conn, job, rid, now)
-    return web.json_response({"jobId": job, "rid": rid, "startedAt": runs.iso(now)})
+    return web.json_response({"jobId": job, "rid": rid, "startedAt": iso_utc(now)})
 
 
 async def _ping_end(request: web.Request, outcome: str) -> web.Response:

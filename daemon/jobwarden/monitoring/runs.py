@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobwarden.alerts.notification import iso_utc
 from jobwarden.db.pg import Conn, storable
 
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -59,8 +60,8 @@ class Run:
             "jobId": self.job_id,
             "rid": self.run_id,
             "status": self.outcome,
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
+            "startedAt": iso_utc(self.started_at),
+            "finishedAt": iso_utc(self.finished_at),
             "durationMs": self.duration_ms,
         }
 
@@ -309,9 +310,3 @@ async def finish(
         error=error,
         run_id=rid,
     )
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
